@@ -1,0 +1,131 @@
+"""Preflight refuses a broken inventory with a message that names the problem.
+
+Each test copies a complete inventory, breaks one thing, and runs the real
+playbook (preflight.yml or site.yml) against it; the hosts use the local
+connection, so no container is needed.
+"""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "inventory_ok"
+ANSIBLE_PLAYBOOK = pathlib.Path(sys.executable).parent / "ansible-playbook"
+
+
+@pytest.fixture
+def inventory(tmp_path):
+    dest = tmp_path / "inventory"
+    shutil.copytree(FIXTURE, dest)
+    return dest
+
+
+def edit_yaml(path, change):
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data))
+
+
+def run(playbook, inventory, *extra):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_GATHERING="implicit")
+    proc = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory / "hosts.yml"), str(REPO / "playbooks" / playbook), *extra],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def local_os_as_supported():
+    """Extra vars that make this machine's OS supported (the tests run anywhere)."""
+    info = dict(line.split("=", 1) for line in pathlib.Path("/etc/os-release").read_text().splitlines() if "=" in line)
+    name = info.get("NAME", "").strip('"').split()[0]
+    version = info.get("VERSION_ID", "").strip('"')
+    if name == "Debian":
+        version = version.split(".")[0]
+    return json.dumps({"preflight_supported_os": [{"distribution": name, "version": version}]})
+
+
+def test_complete_inventory_passes(inventory):
+    rc, out = run("preflight.yml", inventory, "-e", local_os_as_supported())
+    assert rc == 0, out
+    assert "failed=0" in out
+
+
+def test_missing_vault_variable_is_named_with_its_file(inventory):
+    edit_yaml(inventory / "group_vars/all/vault.yml", lambda d: d.pop("vault_app_secret_key"))
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert "Variable 'vault_app_secret_key' is missing or empty for host(s) app1, app2" in out
+    assert f"{inventory}/group_vars/all/vault.yml" in out
+
+
+def test_empty_variable_counts_as_missing(inventory):
+    edit_yaml(inventory / "group_vars/all/vars.yml", lambda d: d.update(socialsphere_domain=""))
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert "Variable 'socialsphere_domain' is missing or empty" in out
+    assert "group_vars/all/vars.yml" in out
+
+
+def test_two_primaries_fail(inventory):
+    edit_yaml(inventory / "hosts.yml",
+              lambda d: d["all"]["children"]["db"]["hosts"]["db2"].update(postgresql_role="primary"))
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert "Exactly one host of group db must have postgresql_role: primary; found 2 (db1, db2)" in out
+
+
+def test_no_primary_fails(inventory):
+    edit_yaml(inventory / "hosts.yml",
+              lambda d: d["all"]["children"]["db"]["hosts"]["db1"].update(postgresql_role="replica"))
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert "found 0 (none)" in out
+
+
+def test_invalid_database_role_is_named(inventory):
+    edit_yaml(inventory / "hosts.yml",
+              lambda d: d["all"]["children"]["db"]["hosts"]["db2"].update(postgresql_role="master"))
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert "Host db2 (group db) needs postgresql_role: primary or replica" in out
+
+
+def test_empty_group_fails(inventory):
+    edit_yaml(inventory / "hosts.yml", lambda d: d["all"]["children"]["backup"].update(hosts={}))
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert "Inventory group 'backup' is missing or empty" in out
+
+
+def test_group_name_typo_fails(inventory):
+    def rename(d):
+        d["all"]["children"]["apps"] = d["all"]["children"].pop("app")
+    edit_yaml(inventory / "hosts.yml", rename)
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert "Unknown inventory group(s) apps" in out
+
+
+def test_unsupported_os_fails(inventory):
+    rc, out = run("preflight.yml", inventory, "-e",
+                  '{"preflight_supported_os": [{"distribution": "Ubuntu", "version": "24.04"}]}')
+    assert rc != 0
+    assert "supported: Ubuntu 24.04" in out
+
+
+def test_site_stops_in_preflight_before_any_change(inventory):
+    edit_yaml(inventory / "group_vars/all/vault.yml", lambda d: d.pop("vault_postgresql_app_password"))
+    rc, out = run("site.yml", inventory)
+    assert rc != 0
+    assert "Variable 'vault_postgresql_app_password' is missing" in out
+    assert "PLAY [Check the inventory]" in out
+    # No play after preflight has started.
+    assert "PLAY [Configure the base system]" not in out
