@@ -1,0 +1,186 @@
+"""SocialSphere AI: Flask application factory."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
+
+from .config import ConfigError, load_config, validate_config
+from .extensions import db, migrate
+
+__version__ = "1.0.0"
+# app/migrations next to the package (source tree / release directory); a wheel install
+# must point SOCIALSPHERE_MIGRATIONS_DIR at the release's migrations directory.
+MIGRATIONS_DIR = os.environ.get("SOCIALSPHERE_MIGRATIONS_DIR") or str(
+    Path(__file__).resolve().parent.parent / "migrations"
+)
+log = logging.getLogger(__name__)
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app.  ``config`` overrides values read from the environment."""
+    instance_path = (config or {}).get("INSTANCE_PATH") or os.environ.get(
+        "SOCIALSPHERE_INSTANCE_PATH"
+    )
+    app = Flask(
+        __name__,
+        static_folder=None,  # /static is served by the web blueprint (hashed assets)
+        instance_path=instance_path,
+        instance_relative_config=True,
+    )
+    cfg = load_config(app.instance_path)
+    if config:
+        cfg.update(config)
+        if "SQLALCHEMY_DATABASE_URI" in config and "SQLALCHEMY_ENGINE_OPTIONS" not in config:
+            from .config import engine_options, normalize_database_url
+
+            cfg["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(cfg["SQLALCHEMY_DATABASE_URI"])
+            cfg["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(cfg["SQLALCHEMY_DATABASE_URI"], 5, 5)
+    validate_config(cfg)
+    app.config.update(cfg)
+
+    from .logging_setup import configure_logging, init_request_logging
+
+    configure_logging(app.config["LOG_LEVEL"])
+    _init_sentry(app)
+
+    if app.config["TRUSTED_PROXIES"]:
+        n = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+
+    app.url_map.converters["int"] = BoundedInt  # ids beyond BIGINT are plain 404s
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR, compare_type=True)
+    _sqlite_pragmas(app)
+
+    from . import models  # noqa: F401  (register tables)
+    from .errors import register_error_handlers
+    from .metrics import init_metrics
+
+    init_request_logging(app)
+    init_metrics(app)
+    register_error_handlers(app)
+    _security_headers(app)
+
+    from .admin import bp as admin_bp
+    from .auth import bp as auth_bp
+    from .content import bp as content_bp
+    from .ops import bp as ops_bp
+    from .social import bp as social_bp
+
+    app.register_blueprint(ops_bp)
+    app.register_blueprint(auth_bp, url_prefix="/api/v1/auth")
+    app.register_blueprint(content_bp, url_prefix="/api/v1")
+    app.register_blueprint(social_bp, url_prefix="/api/v1/social")
+    app.register_blueprint(admin_bp, url_prefix="/api/v1/admin")
+
+    try:
+        from .web import bp as web_bp
+    except ImportError:  # the static frontend is optional for the API
+        log.warning("socialsphere.web not available: HTML pages are not served")
+    else:
+        app.register_blueprint(web_bp)
+
+    from .cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+class BoundedInt(IntegerConverter):
+    """``<int:id>`` limited to 1 .. 2**63-1 (BIGINT), so huge ids never reach the database."""
+
+    def __init__(self, map, *args, **kwargs):  # noqa: A002 (werkzeug signature)
+        kwargs.setdefault("min", 1)
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(map, *args, **kwargs)
+
+
+def _sqlite_pragmas(app: Flask) -> None:
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        return
+    from sqlalchemy import event
+
+    with app.app_context():
+        engine = db.engine
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+
+def _init_sentry(app: Flask) -> None:
+    dsn = app.config.get("SENTRY_DSN")
+    if not dsn:
+        return
+    try:
+        import sentry_sdk
+        from sentry_sdk.integrations.flask import FlaskIntegration
+    except ImportError:
+        log.warning("SOCIALSPHERE_SENTRY_DSN is set but sentry-sdk is not installed")
+        return
+    sentry_sdk.init(
+        dsn=dsn,
+        integrations=[FlaskIntegration()],
+        environment=app.config["ENV_NAME"],
+        release=__version__,
+        traces_sample_rate=0.0,
+    )
+
+
+CSP = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def _security_headers(app: Flask) -> None:
+    origins = set(app.config["CORS_ORIGINS"])
+
+    @app.before_request
+    def _cors_preflight():
+        if (
+            origins
+            and request.method == "OPTIONS"
+            and request.headers.get("Origin") in origins
+            and request.headers.get("Access-Control-Request-Method")
+        ):
+            response = app.make_default_options_response()
+            response.status_code = 204
+            return response
+        return None
+
+    @app.after_request
+    def _headers(response):
+        h = response.headers
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("X-Frame-Options", "DENY")
+        h.setdefault("Referrer-Policy", "no-referrer")
+        h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        h.setdefault("Content-Security-Policy", CSP)
+        if app.config["ENV_NAME"] == "production":
+            h.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+        if request.path.startswith("/api/"):
+            h.setdefault("Cache-Control", "no-store")
+        origin = request.headers.get("Origin")
+        if origins and origin in origins:
+            h["Access-Control-Allow-Origin"] = origin
+            h["Vary"] = "Origin"
+            h["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Request-ID"
+            h["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE"
+            h["Access-Control-Max-Age"] = "600"
+        return response
+
+
+__all__ = ["create_app", "ConfigError", "__version__"]

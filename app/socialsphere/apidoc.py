@@ -1,0 +1,40 @@
+"""Per-view OpenAPI metadata, collected into /api/v1/openapi.json by ``openapi.py``."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .validation import Field
+
+
+def doc(
+    summary: str,
+    *,
+    tag: str,
+    body: dict[str, Field] | None = None,
+    body_required: bool = True,
+    query: dict[str, Field] | None = None,
+    responses: dict[int, str] | None = None,
+    response_schema: str | None = None,
+    status: int = 200,
+) -> Callable:
+    """Attach API documentation to a view function."""
+
+    def decorator(view: Callable) -> Callable:
+        view._apidoc = {  # type: ignore[attr-defined]
+            "summary": summary,
+            "tag": tag,
+            "body": body,
+            "body_required": body_required,
+            "query": query,
+            "responses": responses or {},
+            "response_schema": response_schema,
+            "status": status,
+        }
+        return view
+
+    return decorator
+
+
+def get_doc(view: Callable) -> dict[str, Any] | None:
+    return getattr(view, "_apidoc", None)

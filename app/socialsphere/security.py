@@ -1,0 +1,186 @@
+"""Passwords (argon2id), JWT access tokens (HS256 + kid), opaque tokens, Fernet."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from flask import current_app, g, request
+
+from .errors import ApiError
+
+ALGORITHMS = ["HS256"]  # explicit allow-list: "none" and asymmetric confusion are rejected
+
+_hashers: dict[bool, PasswordHasher] = {}
+
+
+def _hasher() -> PasswordHasher:
+    fast = bool(current_app.config.get("PASSWORD_HASH_FAST"))
+    if fast not in _hashers:
+        # tests use cheap parameters; production uses argon2-cffi's RFC 9106 low-memory profile
+        _hashers[fast] = (
+            PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1) if fast else PasswordHasher()
+        )
+    return _hashers[fast]
+
+
+def hash_password(password: str) -> str:
+    return _hasher().hash(password)
+
+
+def verify_password(stored: str, password: str) -> bool:
+    try:
+        return _hasher().verify(stored, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+_DUMMY_HASH: dict[bool, str] = {}
+
+
+def burn_password_check(password: str) -> None:
+    """Same cost as a real check, for unknown accounts (no timing enumeration)."""
+    fast = bool(current_app.config.get("PASSWORD_HASH_FAST"))
+    if fast not in _DUMMY_HASH:
+        _DUMMY_HASH[fast] = _hasher().hash(secrets.token_urlsafe(16))
+    verify_password(_DUMMY_HASH[fast], password)
+
+
+def new_opaque_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- JWT --------------------------------------------------------------------
+
+def issue_access_token(user_id: int, role: str) -> tuple[str, int]:
+    cfg = current_app.config
+    kid = cfg["JWT_ACTIVE_KID"]
+    ttl = int(cfg["ACCESS_TOKEN_TTL"])
+    now = datetime.now(UTC)
+    claims = {
+        "sub": str(user_id),
+        "role": role,
+        "iss": cfg["JWT_ISSUER"],
+        "aud": cfg["JWT_AUDIENCE"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + timedelta(seconds=ttl),
+        "jti": uuid.uuid4().hex,
+        "typ": "access",
+    }
+    token = jwt.encode(claims, cfg["JWT_KEYS"][kid], algorithm="HS256", headers={"kid": kid})
+    return token, ttl
+
+
+def decode_access_token(token: str) -> dict[str, Any]:
+    cfg = current_app.config
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise ApiError("malformed token", status=401, code="invalid_token") from None
+    kid = header.get("kid")
+    if header.get("alg") not in ALGORITHMS:
+        raise ApiError("token algorithm not allowed", status=401, code="invalid_token")
+    if not isinstance(kid, str) or kid not in cfg["JWT_KEYS"]:
+        raise ApiError("unknown signing key", status=401, code="invalid_token")
+    try:
+        claims = jwt.decode(
+            token,
+            cfg["JWT_KEYS"][kid],
+            algorithms=ALGORITHMS,
+            audience=cfg["JWT_AUDIENCE"],
+            issuer=cfg["JWT_ISSUER"],
+            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            leeway=5,
+        )
+    except jwt.ExpiredSignatureError:
+        raise ApiError("token expired", status=401, code="token_expired") from None
+    except jwt.PyJWTError as exc:
+        raise ApiError(f"invalid token: {exc}", status=401, code="invalid_token") from None
+    if claims.get("typ") != "access":
+        raise ApiError("not an access token", status=401, code="invalid_token")
+    return claims
+
+
+def current_user():
+    return g.get("current_user")
+
+
+def _authenticate():
+    from .extensions import db
+    from .models import User
+
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError("authentication required", status=401, code="unauthorized",
+                       headers={"WWW-Authenticate": 'Bearer realm="socialsphere"'})
+    claims = decode_access_token(token.strip())
+    try:
+        user_id = int(claims["sub"])
+    except (TypeError, ValueError):
+        raise ApiError("invalid token subject", status=401, code="invalid_token") from None
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise ApiError("user no longer exists", status=401, code="invalid_token")
+    if user.status != "active":
+        raise ApiError("account suspended", status=403, code="account_suspended")
+    if user.sessions_revoked_at is not None:
+        revoked = int(user.sessions_revoked_at.replace(tzinfo=UTC).timestamp())
+        if int(claims["iat"]) < revoked:
+            raise ApiError("session revoked", status=401, code="token_revoked")
+    # role changes take effect immediately because the role is read from the DB.
+    g.current_user = user
+    return user
+
+
+def login_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        _authenticate()
+        return view(*args, **kwargs)
+
+    wrapper._auth = "user"  # type: ignore[attr-defined]
+    return wrapper
+
+
+def admin_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        user = _authenticate()
+        if user.role != "admin":
+            raise ApiError("admin role required", status=403, code="forbidden")
+        return view(*args, **kwargs)
+
+    wrapper._auth = "admin"  # type: ignore[attr-defined]
+    return wrapper
+
+
+# --- encryption at rest -----------------------------------------------------
+
+def _fernet() -> MultiFernet:
+    cfg = current_app.config
+    keys = [cfg["TOKEN_ENCRYPTION_KEY"], *cfg.get("TOKEN_ENCRYPTION_KEYS", [])]
+    return MultiFernet([Fernet(k) for k in keys])
+
+
+def encrypt_secret(plaintext: str) -> str:
+    return _fernet().encrypt(plaintext.encode()).decode()
+
+
+def decrypt_secret(ciphertext: str) -> str:
+    try:
+        return _fernet().decrypt(ciphertext.encode()).decode()
+    except InvalidToken:
+        raise RuntimeError("cannot decrypt stored secret (wrong TOKEN_ENCRYPTION_KEY?)") from None

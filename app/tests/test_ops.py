@@ -1,0 +1,190 @@
+from conftest import error_of
+from sqlalchemy import text
+
+
+def test_healthz(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.get_json() == {"status": "ok"}
+
+
+def test_readyz_ok(client):
+    r = client.get("/readyz")
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["status"] == "ok"
+
+
+def test_readyz_schema_mismatch(client, db):
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'zzz_old'"))
+    try:
+        r = client.get("/readyz")
+        assert r.status_code == 503
+        body = r.get_json()
+        assert body["error"] == "schema_mismatch"
+        assert body["found"] == ["zzz_old"]
+    finally:
+        from socialsphere.schema import SCHEMA_HEAD
+
+        with db.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": SCHEMA_HEAD})
+
+
+def test_readyz_database_down(make_app, tmp_path):
+    app = make_app(SQLALCHEMY_DATABASE_URI="postgresql+psycopg2://nobody@127.0.0.1:1/none?connect_timeout=1")
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503
+    assert r.get_json()["error"] == "database_unavailable"
+
+
+def test_readyz_not_migrated(make_app, tmp_path):
+    app = make_app(SQLALCHEMY_DATABASE_URI="sqlite:///" + str(tmp_path / "empty.db"))
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503
+
+
+def test_metrics(client):
+    client.get("/healthz")
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.mimetype == "text/plain"
+    assert b"socialsphere_http_requests_total" in r.data
+
+
+def test_metrics_multiprocess(client, tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    r = client.get("/metrics")
+    assert r.status_code == 200
+
+
+def test_request_id_echoed(client):
+    r = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["X-Request-ID"] == "abc-123"
+
+
+def test_request_id_generated_when_missing_or_bad(client):
+    r = client.get("/healthz")
+    assert len(r.headers["X-Request-ID"]) == 32
+    r = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert r.headers["X-Request-ID"] != "bad id with spaces"
+    assert " " not in r.headers["X-Request-ID"]
+
+
+def test_security_headers(client):
+    r = client.get("/api/v1/plans")
+    h = r.headers
+    assert h["X-Content-Type-Options"] == "nosniff"
+    assert h["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in h["Content-Security-Policy"]
+    assert h["Referrer-Policy"] == "no-referrer"
+    assert h["Cache-Control"] == "no-store"
+    assert "Access-Control-Allow-Origin" not in h  # CORS off by default
+    assert "Strict-Transport-Security" not in h  # production only
+
+
+def test_hsts_in_production(make_app):
+    app = make_app(ENV_NAME="production")
+    r = app.test_client().get("/healthz")
+    assert "max-age=63072000" in r.headers["Strict-Transport-Security"]
+
+
+def test_cors_off_by_default(client):
+    r = client.options("/api/v1/plans", headers={"Origin": "https://evil.example",
+                                                  "Access-Control-Request-Method": "GET"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_cors_allowed_origin(make_app):
+    app = make_app(CORS_ORIGINS=["https://app.example"])
+    c = app.test_client()
+    r = c.options("/api/v1/posts", headers={"Origin": "https://app.example",
+                                             "Access-Control-Request-Method": "POST"})
+    assert r.status_code == 204
+    assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    r = c.get("/api/v1/plans", headers={"Origin": "https://other.example"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_body_too_large(client):
+    r = client.post("/api/v1/auth/login", data="x" * (1024 * 1024 + 10),
+                    content_type="application/json")
+    assert r.status_code == 413
+    assert error_of(r)["error"] == "payload_too_large"
+
+
+def test_unknown_api_route_json_404(client):
+    r = client.get("/api/v1/nope")
+    assert r.status_code == 404
+    assert error_of(r)["error"] == "not_found"
+
+
+def test_method_not_allowed_json(client):
+    r = client.put("/healthz")
+    assert r.status_code == 405
+    assert error_of(r)["error"] == "method_not_allowed"
+
+
+def test_internal_error_is_json_without_details(make_app):
+    app = make_app()
+
+    @app.get("/api/v1/_boom")
+    def boom():
+        raise RuntimeError("secret detail")
+
+    r = app.test_client().get("/api/v1/_boom")
+    assert r.status_code == 500
+    body = r.get_json()
+    assert body == {"error": "internal_error", "message": "internal server error"}
+
+
+def test_sentry_enabled_only_with_dsn(tmp_path):
+    """Run in a subprocess: sentry-sdk patches Flask globally."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sentry_sdk, socialsphere\n"
+        "from socialsphere import create_app\n"
+        "a = create_app({'SENTRY_DSN': None})\n"
+        "assert not sentry_sdk.get_client().is_active()\n"
+        "b = create_app({'SENTRY_DSN': 'http://public@127.0.0.1:9/1'})\n"
+        "assert sentry_sdk.get_client().is_active()\n"
+        "assert b.test_client().get('/healthz').status_code == 200\n"
+        "sentry_sdk.get_client().close(timeout=0)\n"
+        "print('ok')\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "SOCIALSPHERE_ENV": "development", "SOCIALSPHERE_INSTANCE_PATH": str(tmp_path),
+           "SOCIALSPHERE_LOG_LEVEL": "CRITICAL"}
+    r = subprocess.run([sys.executable, "-W", "error", "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "ok"
+
+
+def test_json_log_lines_carry_request_id(app):
+    import json
+    import logging
+
+    from socialsphere.logging_setup import JsonFormatter
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(JsonFormatter().format(record))
+
+    handler = Keep(level=logging.INFO)
+    access = logging.getLogger("socialsphere.access")
+    old_level = access.level
+    access.setLevel(logging.INFO)
+    access.addHandler(handler)
+    try:
+        app.test_client().get("/api/v1/plans?token=secret-in-query", headers={"X-Request-ID": "req-42"})
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(old_level)
+    entry = json.loads(records[-1])
+    assert entry["request_id"] == "req-42"
+    assert entry["path"] == "/api/v1/plans" and entry["status"] == 200 and entry["method"] == "GET"
+    assert "secret-in-query" not in records[-1]
+    assert entry["level"] == "INFO" and entry["ts"].endswith("+00:00")
