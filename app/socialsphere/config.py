@@ -12,6 +12,7 @@ sessions and encrypted tokens readable.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import secrets
@@ -62,6 +63,15 @@ VARIABLES: dict[str, tuple[bool, bool, str]] = {
     "SOCIALSPHERE_MAX_CONTENT_LENGTH": (False, False, "max request body bytes (default 1048576)"),
     "SOCIALSPHERE_CORS_ORIGINS": (False, False, "comma separated allowed origins (default empty: CORS off)"),
     "SOCIALSPHERE_TRUSTED_PROXIES": (False, False, "number of proxies in front (X-Forwarded-*), default 0"),
+    "SOCIALSPHERE_RATE_LIMIT_REGISTER": (
+        False, False, "sign-ups per client IP: COUNT/SECONDS, 0 = off (default 20/3600; per worker)"),
+    "SOCIALSPHERE_RATE_LIMIT_PASSWORD_RESET": (
+        False, False,
+        "password reset requests per client IP: COUNT/SECONDS, 0 = off (default 10/3600; per worker)"),
+    "SOCIALSPHERE_METRICS_ALLOW": (
+        False, False,
+        "comma separated CIDRs allowed to GET /metrics, others get 404 "
+        "(default: all in development/testing, loopback + private ranges in production)"),
     "SOCIALSPHERE_DB_POOL_SIZE": (False, False, "SQLAlchemy pool size per process (default 5)"),
     "SOCIALSPHERE_DB_MAX_OVERFLOW": (False, False, "SQLAlchemy pool overflow (default 5)"),
     "SOCIALSPHERE_LOGIN_MAX_FAILURES": (False, False, "failed logins before lockout (default 5)"),
@@ -71,7 +81,8 @@ VARIABLES: dict[str, tuple[bool, bool, str]] = {
     "SOCIALSPHERE_WEBHOOK_ALLOW_PRIVATE": (False, False, "allow private webhook targets (default false in production)"),
     "SOCIALSPHERE_WEBHOOK_TIMEOUT": (False, False, "webhook HTTP timeout in seconds (default 10)"),
     "SOCIALSPHERE_SECURE_COOKIES": (False, False, "Secure flag on the refresh cookie (default true in production)"),
-    "SOCIALSPHERE_MIGRATIONS_DIR": (False, False, "Alembic migrations dir (default: app/migrations beside the package)"),
+    "SOCIALSPHERE_MIGRATIONS_DIR": (
+        False, False, "Alembic migrations dir (default: app/migrations beside the package)"),
     "PROMETHEUS_MULTIPROC_DIR": (False, False, "writable dir: enables prometheus multiprocess mode (Gunicorn)"),
 }
 
@@ -266,6 +277,10 @@ def load_config(instance_path: str) -> dict[str, Any]:
             o.strip().rstrip("/") for o in (_env("CORS_ORIGINS", "") or "").split(",") if o.strip()
         ],
         "TRUSTED_PROXIES": _int("TRUSTED_PROXIES", 0, 0),
+        "RATE_LIMIT_REGISTER": _env("RATE_LIMIT_REGISTER", "20/3600"),
+        "RATE_LIMIT_PASSWORD_RESET": _env("RATE_LIMIT_PASSWORD_RESET", "10/3600"),
+        # None = the environment's default (see metrics_allow_networks)
+        "METRICS_ALLOW": _env("METRICS_ALLOW"),
         "LOGIN_MAX_FAILURES": _int("LOGIN_MAX_FAILURES", 5, 1),
         "LOCKOUT_SECONDS": _int("LOCKOUT_SECONDS", 60, 1),
         "PUBLISH_MAX_ATTEMPTS": _int("PUBLISH_MAX_ATTEMPTS", 5, 1),
@@ -301,3 +316,37 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"{PREFIX}AI_BASE_URL must be set when {PREFIX}AI_PROVIDER=openai")
     if cfg.get("ENV_NAME") == "production" and not str(cfg.get("BASE_URL", "")).startswith("https://"):
         raise ConfigError(f"{PREFIX}BASE_URL must be an https:// URL in production")
+    from .ratelimit import parse_limit
+
+    for key, default in (("RATE_LIMIT_REGISTER", "20/3600"), ("RATE_LIMIT_PASSWORD_RESET", "10/3600")):
+        try:
+            cfg[key] = parse_limit(cfg.get(key) or default, PREFIX + key)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    cfg["METRICS_ALLOW_NETWORKS"] = metrics_allow_networks(cfg.get("METRICS_ALLOW"),
+                                                           cfg.get("ENV_NAME", "development"))
+
+
+#: /metrics in production when SOCIALSPHERE_METRICS_ALLOW is unset: loopback + private ranges
+METRICS_DEFAULT_PRODUCTION = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
+                              "192.168.0.0/16", "fc00::/7")
+
+
+def metrics_allow_networks(value: Any, env: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None:
+    """Networks allowed to read /metrics; None = everyone (development/testing default)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if env != "production":
+            return None
+        value = METRICS_DEFAULT_PRODUCTION
+    items = value.split(",") if isinstance(value, str) else list(value)
+    networks = []
+    for item in items:
+        item = str(item).strip()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{PREFIX}METRICS_ALLOW must be a comma separated list of CIDRs, "
+                              f"got {item!r}") from None
+    return tuple(networks)

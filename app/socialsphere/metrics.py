@@ -27,6 +27,8 @@ PUBLICATIONS = Counter("socialsphere_publications_total", "Publish attempts", ["
 EMAILS = Counter("socialsphere_emails_total", "Email send attempts", ["outcome"])
 AI_REQUESTS = Counter("socialsphere_ai_generations_total", "AI generations", ["provider", "outcome"])
 LOGIN_FAILURES = Counter("socialsphere_login_failures_total", "Failed logins", ["reason"])
+RATE_LIMITED = Counter("socialsphere_rate_limited_total", "Requests refused by the app's rate limits",
+                       ["limit"])
 
 
 def metrics_response() -> Response:

@@ -79,7 +79,13 @@ SCHEMAS: dict[str, Any] = {
     "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
     "User": _USER,
     "UserEnvelope": {"type": "object", "properties": {"user": {"$ref": "#/components/schemas/User"}}},
-    "UserPage": _page("#/components/schemas/User"),
+    "UserPage": _page("#/components/schemas/UserListItem"),
+    "UserListItem": {"allOf": [{"$ref": "#/components/schemas/User"}, {"type": "object", "properties": {
+        "subscription": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
+            "plan": {"type": "object", "required": ["id", "code", "name"], "properties": {
+                "id": {"type": "integer"}, "code": {"type": "string"}, "name": {"type": "string"}}},
+            "started_at": {"type": "string", "format": "date-time"}}}],
+            "description": "the current plan; null if the user has no subscription"}}}]},
     "TokenPair": {"type": "object", "properties": {
         "access_token": {"type": "string"}, "token_type": {"type": "string", "const": "Bearer"},
         "expires_in": {"type": "integer"}, "refresh_token": {"type": "string"},
@@ -89,8 +95,12 @@ SCHEMAS: dict[str, Any] = {
         "subscription": {"type": "object", "properties": {
             "plan": {"$ref": "#/components/schemas/Plan"},
             "period_start": {"type": "string", "format": "date-time"},
+            "started_at": {"type": "string", "format": "date-time"},
             "usage": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "limits": {"type": "object", "additionalProperties": {"type": ["integer", "null"]}}}}}},
+            "limits": {"type": "object", "additionalProperties": {"type": ["integer", "null"]}}}},
+        "announcement": {"type": ["string", "null"],
+                         "description": "banner text shown in the dashboard (setting announcement); "
+                                        "null when unset"}}},
     "Post": _POST,
     "PostPage": _page("#/components/schemas/Post"),
     "Generation": {"type": "object", "properties": {

@@ -169,3 +169,47 @@ def test_audit_log_listing(admin_client, admin, user):
     assert admin_client.get("/api/v1/admin/audit-log?action=admin.user_update").get_json()["total"] == 1
     assert admin_client.get(f"/api/v1/admin/audit-log?actor_id={user.id}").get_json()["total"] == 0
     assert admin_client.get("/api/v1/admin/audit-log?actor_id=x").status_code == 422
+
+
+def test_user_list_includes_current_plan(admin_client, db, user):
+    from socialsphere.models import Plan, User
+
+    create_user(db, email="pro@example.com", name="Pro", plan_code="pro")
+    bare = User(email="bare@example.com", name="Bare", password_hash="x")  # no subscription row
+    db.session.add(bare)
+    db.session.commit()
+    items = {u["email"]: u for u in admin_client.get("/api/v1/admin/users").get_json()["items"]}
+    pro = db.session.scalar(select(Plan).where(Plan.code == "pro"))
+    assert items["pro@example.com"]["subscription"]["plan"] == {"id": pro.id, "code": "pro", "name": "Pro"}
+    assert items["pro@example.com"]["subscription"]["started_at"].endswith("Z")
+    assert items[user.email]["subscription"]["plan"]["code"] == "free"
+    assert items["bare@example.com"]["subscription"] is None
+    # listing is read-only: it does not create the missing subscription
+    db.session.expire_all()
+    assert db.session.get(User, bare.id).subscription is None
+    # the admin panel's plan dropdown follows a plan change
+    assert admin_client.put(f"/api/v1/admin/users/{user.id}/subscription",
+                            json={"plan_id": pro.id}).status_code == 200
+    items = {u["email"]: u for u in admin_client.get(f"/api/v1/admin/users?q={user.email}").get_json()["items"]}
+    assert items[user.email]["subscription"]["plan"]["code"] == "pro"
+
+
+def test_user_list_plan_query_count_is_constant(admin_client, db, app):
+    from sqlalchemy import event
+
+    for n in range(6):
+        create_user(db, email=f"u{n}@example.com", plan_code="pro" if n % 2 else None)
+    statements = []
+
+    def count(*_args):
+        statements.append(1)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        r = admin_client.get("/api/v1/admin/users?per_page=100")
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert r.status_code == 200 and len(r.get_json()["items"]) == 7
+    assert len(statements) <= 6  # auth + count + page + subscriptions + plans, not one per user

@@ -334,3 +334,14 @@ def test_logout_all_revokes_access_tokens_too(client, db, user):
     with client.application.app_context():
         fresh, _ = issue_access_token(user.id, "user")
     assert client.as_user(fresh).get("/api/v1/auth/me").status_code == 200
+
+
+def test_me_announcement(client, admin_client, user):
+    me = client.as_user(user.token)
+    body = me.get("/api/v1/auth/me").get_json()
+    assert "announcement" in body and body["announcement"] is None
+    assert admin_client.put("/api/v1/admin/settings/announcement",
+                            json={"value": "Maintenance on Sunday 02:00 UTC"}).status_code == 200
+    assert me.get("/api/v1/auth/me").get_json()["announcement"] == "Maintenance on Sunday 02:00 UTC"
+    assert admin_client.put("/api/v1/admin/settings/announcement", json={"value": ""}).status_code == 200
+    assert me.get("/api/v1/auth/me").get_json()["announcement"] is None

@@ -71,3 +71,22 @@ def test_secured_operations_require_a_token(client):
             else:
                 assert r.status_code != 401, (method, path)
     assert checked >= 25
+
+
+def test_documented_response_fields(client):
+    schemas = client.get("/api/v1/openapi.json").get_json()["components"]["schemas"]
+    assert schemas["Me"]["properties"]["announcement"]["type"] == ["string", "null"]
+    assert schemas["UserPage"]["properties"]["items"]["items"]["$ref"] == "#/components/schemas/UserListItem"
+    item = schemas["UserListItem"]["allOf"]
+    assert item[0]["$ref"] == "#/components/schemas/User"
+    sub = item[1]["properties"]["subscription"]["oneOf"]
+    assert {"type": "null"} in sub
+    plan = next(s for s in sub if s.get("type") == "object")["properties"]["plan"]
+    assert set(plan["required"]) == {"id", "code", "name"}
+
+
+def test_rate_limits_and_metrics_documented(client):
+    paths = client.get("/api/v1/openapi.json").get_json()["paths"]
+    assert "429" in paths["/api/v1/auth/register"]["post"]["responses"]
+    assert "429" in paths["/api/v1/auth/password-reset/request"]["post"]["responses"]
+    assert "404" in paths["/metrics"]["get"]["responses"]

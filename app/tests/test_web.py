@@ -823,6 +823,8 @@ def test_browser_end_to_end_with_the_real_api(request, browser):
         browser.evaluate("""(() => { $('#users-q').value = 'bob';
             $('#users-filters').requestSubmit(); })()""")
         browser.wait_for("$$('#users tr').length === 1 && $('#users').textContent.includes('bob@')")
+        # the plan dropdown shows the current plan (GET /admin/users items carry subscription.plan)
+        assert browser.evaluate("$$('#users tr select')[1].selectedOptions[0].textContent") == "Free"
         browser.evaluate("window.confirm = () => true")  # accept the confirmation dialogs
         _click(browser, "#users tr", "Suspend")
         browser.wait_for("$('#users .badge-suspended') !== null")

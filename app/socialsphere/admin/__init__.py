@@ -5,6 +5,7 @@ from dataclasses import replace
 
 from flask import Blueprint, jsonify
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import selectinload
 
 from ..apidoc import doc
 from ..audit import audit
@@ -16,7 +17,7 @@ from ..models import ROLES, USER_STATUSES, AuditLog, Plan, Setting, Subscription
 from ..security import admin_required, current_user
 from ..settings import REGISTRY, all_settings, coerce
 from ..subscriptions import subscribe, summary
-from ..timeutil import utcnow
+from ..timeutil import iso, utcnow
 from ..validation import MISSING, PAGINATION, Field, validate_body, validate_query
 
 bp = Blueprint("admin", __name__)
@@ -64,13 +65,25 @@ def _user_detail(user: User) -> dict:
     return data
 
 
+def _user_list_item(user: User) -> dict:
+    """A list item: the user and their current plan (no usage counts: one query per page)."""
+    data = user.to_dict()
+    sub = user.subscription
+    data["subscription"] = None if sub is None else {
+        "plan": {"id": sub.plan.id, "code": sub.plan.code, "name": sub.plan.name},
+        "started_at": iso(sub.started_at),
+    }
+    return data
+
+
 @bp.get("/users")
-@doc("List and search users", tag="admin", query=USER_QUERY, response_schema="UserPage",
+@doc("List and search users (each with the current plan)", tag="admin", query=USER_QUERY,
+     response_schema="UserPage",
      responses={401: "unauthenticated", 403: "not an admin"})
 @admin_required
 def list_users():
     args = validate_query(USER_QUERY)
-    stmt = select(User)
+    stmt = select(User).options(selectinload(User.subscription).selectinload(Subscription.plan))
     if args.get("q"):
         term = "%" + args["q"].lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         stmt = stmt.where(or_(func.lower(User.email).like(term, escape="\\"),
@@ -79,7 +92,8 @@ def list_users():
         stmt = stmt.where(User.role == args["role"])
     if args.get("status"):
         stmt = stmt.where(User.status == args["status"])
-    return jsonify(paginate(stmt.order_by(User.id), args["page"], args["per_page"]))
+    return jsonify(paginate(stmt.order_by(User.id), args["page"], args["per_page"],
+                            serialize=_user_list_item))
 
 
 @bp.get("/users/<int:user_id>")

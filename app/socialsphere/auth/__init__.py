@@ -15,6 +15,7 @@ from ..errors import ApiError
 from ..extensions import db
 from ..metrics import LOGIN_FAILURES
 from ..models import OneTimeToken, RefreshToken, User
+from ..ratelimit import rate_limited
 from ..security import (
     burn_password_check,
     current_user,
@@ -96,7 +97,10 @@ def _send_verification(user: User) -> None:
 
 @bp.post("/register")
 @doc("Create an account (queues a verification email)", tag="auth", body=REGISTER, status=201,
-     response_schema="UserEnvelope", responses={403: "registration closed", 409: "email taken"})
+     response_schema="UserEnvelope",
+     responses={403: "registration closed", 409: "email taken",
+                429: "too many sign-ups from this address (Retry-After)"})
+@rate_limited("register")
 def register():
     data = validate_body(REGISTER)
     if not get_setting("registration_open"):
@@ -321,7 +325,9 @@ def logout_all():
 
 @bp.post("/password-reset/request")
 @doc("Email a password reset link (always 202: no account enumeration)", tag="auth",
-     body=EMAIL_ONLY, status=202, response_schema="Status")
+     body=EMAIL_ONLY, status=202, response_schema="Status",
+     responses={429: "too many requests from this address (Retry-After)"})
+@rate_limited("password_reset")
 def password_reset_request():
     data = validate_body(EMAIL_ONLY)
     user = db.session.scalar(select(User).where(User.email == data["email"].strip().lower()))
@@ -355,11 +361,14 @@ def password_reset_confirm():
 
 
 @bp.get("/me")
-@doc("The current user and subscription usage", tag="auth", response_schema="Me",
+@doc("The current user, subscription usage and the dashboard announcement", tag="auth", response_schema="Me",
      responses={401: "unauthenticated"})
 @login_required
 def me():
     user = current_user()
     result = summary(user)
+    announcement = get_setting("announcement")
+    if not announcement or not announcement.strip():
+        announcement = None  # "" (the default) means no banner
     db.session.commit()
-    return jsonify(user=user.to_dict(), subscription=result)
+    return jsonify(user=user.to_dict(), subscription=result, announcement=announcement)

@@ -1,13 +1,15 @@
 """Operations endpoints: /healthz, /readyz, /metrics, /api/v1/openapi.json."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..apidoc import doc
+from ..errors import not_found
 from ..extensions import db
 from ..metrics import metrics_response
 from ..schema import SCHEMA_HEAD
@@ -40,9 +42,26 @@ def readyz():
     return jsonify(status="ok", schema=SCHEMA_HEAD)
 
 
+def metrics_allowed(addr: str | None) -> bool:
+    """Is the client (``request.remote_addr``, ProxyFix-aware) allowed to read /metrics?"""
+    networks = current_app.config.get("METRICS_ALLOW_NETWORKS")
+    if networks is None:
+        return True
+    try:
+        ip = ipaddress.ip_address(addr or "")
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)
+
+
 @bp.get("/metrics")
-@doc("Prometheus metrics (text exposition format)", tag="ops", response_schema="text")
+@doc("Prometheus metrics (text exposition format); 404 outside SOCIALSPHERE_METRICS_ALLOW",
+     tag="ops", response_schema="text", responses={404: "client address not allowed"})
 def metrics():
+    if not metrics_allowed(request.remote_addr):
+        raise not_found()
     return metrics_response()
 
 

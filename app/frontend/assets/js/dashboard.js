@@ -435,7 +435,7 @@ async function main() {
   $('#page-loading').hidden = true;
   $('#dashboard').hidden = false;
   renderUsage(me.subscription);
-  const announcement = me.announcement || (me.subscription && me.subscription.announcement);
+  const announcement = me.announcement; // GET /auth/me: banner text, null when unset
   if (announcement) showAlert($('#announcement'), announcement, 'info');
   setupComposer();
   setupAi();

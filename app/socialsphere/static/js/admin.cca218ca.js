@@ -77,9 +77,9 @@ function setupTabs() {
 // ---- users ------------------------------------------------------------------------------
 
 function userPlan(user) {
-  const sub = user.subscription || {};
-  const plan = sub.plan || user.plan || {};
-  return plan.code || user.plan_code || sub.plan_code || '';
+  // GET /admin/users items carry subscription: {plan: {id, code, name}, started_at} or null
+  const plan = user.subscription && user.subscription.plan;
+  return plan ? plan.code : '';
 }
 
 async function patchUser(user, changes, message) {
