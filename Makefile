@@ -38,7 +38,7 @@ lock: ## Re-lock requirements/tools.txt from requirements/tools.in
 	  /tmp/ssai-lock-venv/bin/pip freeze --exclude-editable | sort -f; } > requirements/tools.txt
 
 # ---------------------------------------------------------------- lab
-.PHONY: lab lab-up lab-deploy lab-info lab-down lab-purge lab-status
+.PHONY: lab lab-up lab-deploy lab-info lab-admin-password lab-down lab-purge lab-status
 lab: venv lab-up lab-deploy lab-info ## Build the lab of containers and deploy the whole system into it
 
 lab-up: venv ## Create (or converge) the lab hosts and write inventories/lab/
@@ -47,8 +47,12 @@ lab-up: venv ## Create (or converge) the lab hosts and write inventories/lab/
 lab-deploy: venv ## Run playbooks/site.yml against the lab
 	$(LAB_PLAYBOOK) playbooks/site.yml
 
-lab-info: ## Print where the lab's app is reachable and how to log in
-	@$(LABCTL) info
+lab-info: venv ## Print where the lab's app answers and how to log in
+	@$(CURDIR)/scripts/lab-info
+
+lab-admin-password: venv ## Print the lab admin's password (from the lab vault)
+	@ansible-vault view --vault-password-file $(LAB_VAULT_PASS) inventories/lab/group_vars/all/vault.yml \
+	  | sed -n "s/^vault_app_admin_password: *['\"]\{0,1\}\([^'\"]*\).*/\1/p"
 
 lab-status: ## Show the lab hosts and their state
 	@$(LABCTL) status
