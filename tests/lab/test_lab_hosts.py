@@ -5,6 +5,7 @@ Reads the generated lab inventory (env LAB_INVENTORY, default
 inventories/lab/hosts.yml); skips when the lab is not up.
 """
 
+import concurrent.futures
 import os
 import pathlib
 import re
@@ -16,7 +17,9 @@ import pytest
 yaml = pytest.importorskip("yaml")
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-INVENTORY = pathlib.Path(os.environ.get("LAB_INVENTORY", REPO / "inventories/lab/hosts.yml"))
+INVENTORY = pathlib.Path(os.environ.get("LAB_INVENTORY", "inventories/lab/hosts.yml"))
+if not INVENTORY.is_absolute() and not INVENTORY.exists():
+    INVENTORY = REPO / INVENTORY  # relative to the repository, wherever pytest runs
 
 
 def _load_inventory():
@@ -66,12 +69,36 @@ def _ip(name):
     return HOSTS[name].get("ansible_host", name)
 
 
-def _ssh(name, command):
+def _run(cmd):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+REMOTE_PROBE = (
+    'echo "user=$(id -un)"; echo "hostname=$(hostname)"; '
+    'echo "sudo=$(sudo -n id -u 2>&1)"; '
+    'echo "systemd=$(systemctl is-system-running)"; '
+    "systemctl --failed --no-legend --plain"
+)
+
+
+def _probe(name):
+    """One key-based login (what the tests check) and one password-only attempt."""
     user = GLOBAL_VARS.get("ansible_user", "deploy")
     key = GLOBAL_VARS["ansible_ssh_private_key_file"]
-    cmd = SSH_BASE + ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", key,
-                      f"{user}@{_ip(name)}", command]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    login = _run(SSH_BASE + ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", key,
+                             f"{user}@{_ip(name)}",
+                             REMOTE_PROBE])
+    # Ask only for password/keyboard-interactive: the server must not offer them.
+    password = _run(SSH_BASE + ["-v", "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
+                                "-o", "PreferredAuthentications=password,keyboard-interactive",
+                                f"{user}@{_ip(name)}", "true"])
+    return login, password
+
+
+@pytest.fixture(scope="module")
+def probes():
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(HOSTS)) as pool:
+        return dict(zip(HOSTS, pool.map(_probe, HOSTS)))
 
 
 @pytest.fixture(params=sorted(HOSTS), ids=str)
@@ -79,18 +106,22 @@ def host(request):
     return request.param
 
 
-def test_key_login_as_deploy_and_hostname(host):
-    p = _ssh(host, "id -un; hostname")
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == [GLOBAL_VARS.get("ansible_user", "deploy"), host]
+def _facts(probes, host):
+    login, _ = probes[host]
+    assert login.returncode == 0, login.stderr
+    facts = dict(ln.split("=", 1) for ln in login.stdout.splitlines() if "=" in ln)
+    facts["failed_units"] = [ln for ln in login.stdout.splitlines() if "=" not in ln]
+    return facts
 
 
-def test_password_authentication_is_refused(host):
-    # Ask only for password/keyboard-interactive; the server must not offer them.
-    cmd = SSH_BASE + ["-v", "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
-                      "-o", "PreferredAuthentications=password,keyboard-interactive",
-                      "-o", "LogLevel=DEBUG1", f"deploy@{_ip(host)}", "true"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+def test_key_login_as_deploy_and_hostname(probes, host):
+    facts = _facts(probes, host)
+    assert facts["user"] == GLOBAL_VARS.get("ansible_user", "deploy")
+    assert facts["hostname"] == host
+
+
+def test_password_authentication_is_refused(probes, host):
+    _, p = probes[host]
     assert p.returncode != 0
     offered = re.findall(r"Authentications that can continue: (\S+)", p.stderr)
     assert offered, p.stderr
@@ -98,12 +129,10 @@ def test_password_authentication_is_refused(host):
     assert "password" not in methods and "keyboard-interactive" not in methods, methods
 
 
-def test_systemd_is_running(host):
-    p = _ssh(host, "systemctl is-system-running; systemctl --failed --no-legend --plain")
-    assert p.stdout.splitlines()[:1] == ["running"], p.stdout
+def test_sudo_is_passwordless(probes, host):
+    assert _facts(probes, host)["sudo"] == "0"
 
 
-def test_sudo_is_passwordless(host):
-    p = _ssh(host, "sudo -n id -u")
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.strip() == "0"
+def test_systemd_is_running(probes, host):
+    facts = _facts(probes, host)
+    assert facts["systemd"] == "running", facts["failed_units"]
