@@ -37,6 +37,11 @@ lock: ## Re-lock requirements/tools.txt from requirements/tools.in
 	  echo "# Python 3.11+. Do not edit by hand."; \
 	  /tmp/ssai-lock-venv/bin/pip freeze --exclude-editable | sort -f; } > requirements/tools.txt
 
+# ---------------------------------------------------------------- release
+.PHONY: release
+release: venv ## Build the release artifact of this checkout into dist/ (skipped when it exists)
+	$(CURDIR)/scripts/build-release
+
 # ---------------------------------------------------------------- lab
 .PHONY: lab lab-up lab-deploy lab-info lab-admin-password lab-down lab-purge lab-status
 lab: venv lab-up lab-deploy lab-info ## Build the lab of containers and deploy the whole system into it
@@ -44,7 +49,7 @@ lab: venv lab-up lab-deploy lab-info ## Build the lab of containers and deploy t
 lab-up: venv ## Create (or converge) the lab hosts and write inventories/lab/
 	$(LABCTL) up
 
-lab-deploy: venv ## Run playbooks/site.yml against the lab
+lab-deploy: venv release ## Run playbooks/site.yml against the lab
 	$(LAB_PLAYBOOK) playbooks/site.yml
 
 lab-info: venv ## Print where the lab's app answers and how to log in

@@ -67,3 +67,13 @@ def test_hardening_files(host):
     assert "install dccp /bin/false" in host.file("/etc/modprobe.d/socialsphere-blacklist.conf").content_string
     assert "hard    core    0" in host.file("/etc/security/limits.d/10-socialsphere-nocore.conf").content_string
     assert "Authorised access only" in host.file("/etc/issue.net").content_string
+
+
+def test_cron_restricted(host):
+    assert host.file("/etc/crontab").mode == 0o600
+    assert host.file("/etc/cron.d").mode == 0o700
+
+
+def test_accounting(host):
+    assert 'ENABLED="true"' in host.file("/etc/default/sysstat").content_string
+    assert host.service("acct").is_enabled

@@ -1,0 +1,364 @@
+"""SocialSphere AI release tasks (Fabric 3): build, deploy (rolling), rollback, status.
+
+Hosts and variables come from the Ansible inventory (``ansible-inventory --list``):
+nothing is listed twice. Choose the inventory and vault password with environment
+variables (defaults: the lab)::
+
+    SSAI_INVENTORY=inventories/production/hosts.yml SSAI_VAULT_PASSWORD_FILE=~/.vault-pass fab status
+
+    fab build                       # dist/socialsphere-<version>.tar.gz (+ .sha256)
+    fab deploy                      # the checkout's version; or: fab deploy --version 1.0.0+gabcdef12
+    fab rollback                    # back to the previous release (or --version X)
+    fab status                      # release per app host, HAProxy server states
+
+``deploy`` installs the release on every app host and migrates the database once with
+``playbooks/app.yml -e app_activate=false`` (the same role that installs it at
+first), then switches the hosts one at a time: drain in every HAProxy (runtime API,
+``set server be_app/<host> state drain``), wait for its sessions to reach 0, switch
+``current`` atomically, ``systemctl reload socialsphere`` (Gunicorn HUP), wait until
+the workers run the new release and ``/readyz`` answers 200, ``state ready``, wait
+until every HAProxy sees it UP, next host. The first failure stops the rollout: the
+failing host goes back to the release it ran, and stays drained if that does not
+become ready either. Commands run with the deploy user's passwordless sudo.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fabric import Connection, task
+
+REPO = Path(__file__).resolve().parent
+INVENTORY = os.environ.get("SSAI_INVENTORY", str(REPO / "inventories" / "lab" / "hosts.yml"))
+VAULT_PASSWORD_FILE = os.environ.get("SSAI_VAULT_PASSWORD_FILE", str(REPO / ".lab" / "vault-pass"))
+# Extra ansible-playbook arguments for the prepare step, e.g. "-e app_preflight=false".
+PLAYBOOK_ARGS = shlex.split(os.environ.get("SSAI_PLAYBOOK_ARGS", ""))
+APP_GROUP = os.environ.get("SSAI_APP_GROUP", "app")
+EDGE_GROUP = os.environ.get("SSAI_EDGE_GROUP", "edge")
+ROOT = "/srv/socialsphere"
+HAPROXY_SOCKET = "/run/haproxy/admin.sock"
+HAPROXY_BACKEND = "be_app"
+APP_PORT = 8000
+DRAIN_TIMEOUT = 60  # seconds for a drained server's sessions to reach 0
+READY_TIMEOUT = 90  # seconds for /readyz and HAProxy's health checks after a reload
+
+# Runs on the edge host (as root): one runtime API command, prints the answer.
+_HAPROXY_CLIENT = (
+    "import socket,sys\n"
+    "s=socket.socket(socket.AF_UNIX,socket.SOCK_STREAM)\n"
+    "s.settimeout(10)\n"
+    "s.connect(sys.argv[1])\n"
+    "s.sendall(sys.argv[2].encode()+b'\\n')\n"
+    "out=b''\n"
+    "while True:\n"
+    "    d=s.recv(65536)\n"
+    "    if not d: break\n"
+    "    out+=d\n"
+    "sys.stdout.write(out.decode())\n"
+)
+# Runs on the app host: GET /readyz, exit 0 on 200.
+_READYZ_CLIENT = (
+    "import sys,urllib.request\n"
+    "try:\n"
+    "    r=urllib.request.urlopen(sys.argv[1],timeout=5)\n"
+    "    sys.exit(0 if r.status==200 else 1)\n"
+    "except Exception as e:\n"
+    "    print(e); sys.exit(1)\n"
+)
+
+
+class DeployError(RuntimeError):
+    """A rollout step failed; the rollout stops."""
+
+
+@dataclass
+class Host:
+    name: str
+    address: str
+    vars: dict
+
+    def connect(self) -> Connection:
+        user = self.vars.get("ansible_user")
+        key = self.vars.get("ansible_ssh_private_key_file")
+        port = int(self.vars.get("ansible_port", 22))
+        connect_kwargs = {"key_filename": os.path.expanduser(key)} if key else {}
+        return Connection(self.address, user=user, port=port, connect_kwargs=connect_kwargs,
+                          connect_timeout=15)
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def inventory() -> dict:
+    """``ansible-inventory --list`` of SSAI_INVENTORY (vault decrypted with SSAI_VAULT_PASSWORD_FILE)."""
+    cmd = [_tool("ansible-inventory"), "-i", INVENTORY, "--list"]
+    if VAULT_PASSWORD_FILE and Path(VAULT_PASSWORD_FILE).is_file():
+        cmd += ["--vault-password-file", VAULT_PASSWORD_FILE]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
+    return json.loads(out)
+
+
+def _tool(name: str) -> str:
+    local = REPO / ".venv" / "bin" / name
+    return str(local) if local.exists() else name
+
+
+def hosts_of(inv: dict, group: str) -> list[Host]:
+    names = inv.get(group, {}).get("hosts", [])
+    hostvars = inv.get("_meta", {}).get("hostvars", {})
+    return [Host(n, hostvars.get(n, {}).get("ansible_host", n), hostvars.get(n, {})) for n in names]
+
+
+def checkout_version() -> str:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "build-release"), "--print-version"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _sudo(conn: Connection, cmd: str, **kw):
+    return conn.sudo(cmd, hide=True, **kw)
+
+
+# ---------------------------------------------------------------- HAProxy runtime API
+def haproxy(conn: Connection, command: str) -> str:
+    script = shlex.quote(_HAPROXY_CLIENT)
+    res = _sudo(conn, f"python3 -c {script} {HAPROXY_SOCKET} {shlex.quote(command)}")
+    return res.stdout
+
+
+def haproxy_live(conn: Connection) -> bool:
+    return _sudo(conn, f"test -S {HAPROXY_SOCKET}", warn=True).ok
+
+
+def server_stats(conn: Connection, server: str) -> dict | None:
+    """The `show stat` row of be_app/<server> (None when HAProxy does not know it)."""
+    lines = haproxy(conn, "show stat").splitlines()
+    if not lines:
+        return None
+    header = lines[0].lstrip("# ").split(",")
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(",")))
+        if row.get("pxname") == HAPROXY_BACKEND and row.get("svname") == server:
+            return row
+    return None
+
+
+def _wait(what: str, check, timeout: float, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        ok, last = check()
+        if ok:
+            return last
+        time.sleep(interval)
+    raise DeployError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last})")
+
+
+def drain(edges: list[tuple[Host, Connection]], server: str) -> None:
+    for edge, conn in edges:
+        if server_stats(conn, server) is None:
+            _log(f"  {edge.name}: HAProxy has no {HAPROXY_BACKEND}/{server}: nothing to drain")
+            continue
+        haproxy(conn, f"set server {HAPROXY_BACKEND}/{server} state drain")
+        _log(f"  {edge.name}: {HAPROXY_BACKEND}/{server} drain")
+    for edge, conn in edges:
+        def check(conn=conn):
+            row = server_stats(conn, server)
+            return (row is None or row.get("scur") == "0"), (row or {}).get("scur")
+        _wait(f"{edge.name}: sessions of {server} to reach 0", check, DRAIN_TIMEOUT, 0.5)
+        _log(f"  {edge.name}: {server} has 0 sessions")
+
+
+def make_ready(edges: list[tuple[Host, Connection]], server: str) -> None:
+    for edge, conn in edges:
+        if server_stats(conn, server) is None:
+            continue
+        haproxy(conn, f"set server {HAPROXY_BACKEND}/{server} state ready")
+    for edge, conn in edges:
+        def check(conn=conn):
+            row = server_stats(conn, server)
+            status = (row or {}).get("status", "")
+            return (row is None or status.startswith("UP")), status
+        status = _wait(f"{edge.name}: HAProxy to see {server} UP", check, READY_TIMEOUT)
+        _log(f"  {edge.name}: {HAPROXY_BACKEND}/{server} ready ({status})")
+
+
+# ---------------------------------------------------------------- app hosts
+def current_release(conn: Connection) -> str:
+    res = conn.run(f"readlink {ROOT}/current", hide=True, warn=True)
+    return Path(res.stdout.strip()).name if res.ok and res.stdout.strip() else ""
+
+
+def releases(conn: Connection) -> list[str]:
+    """Complete releases on the host, newest first."""
+    res = conn.run(f"ls -1t {ROOT}/releases", hide=True, warn=True)
+    names = res.stdout.split() if res.ok else []
+    return [n for n in names if conn.run(f"test -f {ROOT}/releases/{shlex.quote(n)}/venv/.complete",
+                                         hide=True, warn=True).ok]
+
+
+def switch(conn: Connection, version: str) -> None:
+    target = f"{ROOT}/releases/{version}"
+    _sudo(conn, f"test -f {shlex.quote(target)}/venv/.complete")
+    # New symlink + rename(2): `current` is never missing or half-written.
+    _sudo(conn, f"ln -sfn {shlex.quote(target)} {ROOT}/.current.new && mv -Tf {ROOT}/.current.new {ROOT}/current")
+
+
+def worker_releases(conn: Connection) -> list[str]:
+    """Release directory (cwd) of each Gunicorn worker (children of the master)."""
+    pid = conn.run("systemctl show -p MainPID --value socialsphere.service", hide=True).stdout.strip()
+    if not pid or pid == "0":
+        return []
+    res = _sudo(conn, f"sh -c 'for c in $(pgrep -P {pid}); do readlink /proc/$c/cwd; done'", warn=True)
+    return [Path(p).name for p in res.stdout.split()]
+
+
+def wait_ready(host: Host, conn: Connection, version: str) -> None:
+    def workers():
+        rel = worker_releases(conn)
+        return (bool(rel) and all(r == version for r in rel)), rel
+    _wait(f"{host.name}: every Gunicorn worker on {version}", workers, READY_TIMEOUT)
+    url = f"http://{host.address}:{APP_PORT}/readyz"
+    script = shlex.quote(_READYZ_CLIENT)
+    _wait(f"{host.name}: {url} = 200",
+          lambda: (conn.run(f"python3 -c {script} {url}", hide=True, warn=True).ok, None), READY_TIMEOUT)
+
+
+def activate(host: Host, conn: Connection, edges, version: str) -> None:
+    drain(edges, host.name)
+    switch(conn, version)
+    _sudo(conn, "systemctl reload socialsphere.service")
+    _log(f"  {host.name}: current -> {version}, Gunicorn reloaded (HUP)")
+    wait_ready(host, conn, version)
+    _log(f"  {host.name}: /readyz 200 on {version}")
+    make_ready(edges, host.name)
+
+
+def rolling(version: str, *, what: str) -> None:
+    inv = inventory()
+    apps = hosts_of(inv, APP_GROUP)
+    if not apps:
+        raise SystemExit(f"no hosts in group {APP_GROUP!r} of {INVENTORY}")
+    edges = []
+    for edge in hosts_of(inv, EDGE_GROUP):
+        conn = edge.connect()
+        if haproxy_live(conn):
+            edges.append((edge, conn))
+        else:
+            _log(f"{edge.name}: no HAProxy runtime socket ({HAPROXY_SOCKET}): not draining there")
+    for host in apps:
+        conn = host.connect()
+        if not conn.run(f"test -f {ROOT}/releases/{shlex.quote(version)}/venv/.complete", hide=True, warn=True).ok:
+            raise SystemExit(f"{host.name}: release {version} is not installed (fab deploy installs it)")
+    _log(f"{what} {version} on {', '.join(h.name for h in apps)}, one at a time")
+    for host in apps:
+        conn = host.connect()
+        before = current_release(conn)
+        if before == version and all(r == version for r in worker_releases(conn)):
+            _log(f"{host.name}: already on {version}")
+            continue
+        _log(f"{host.name}: {before or '(none)'} -> {version}")
+        try:
+            activate(host, conn, edges, version)
+        except Exception as exc:  # noqa: BLE001 - any failure stops the rollout
+            _log(f"{host.name}: FAILED: {exc}")
+            if before and before != version:
+                _log(f"{host.name}: back to {before}")
+                try:
+                    switch(conn, before)
+                    _sudo(conn, "systemctl reload socialsphere.service")
+                    wait_ready(host, conn, before)
+                    make_ready(edges, host.name)
+                except Exception as exc2:  # noqa: BLE001
+                    _log(f"{host.name}: the old release is not ready either ({exc2}): left drained")
+            raise SystemExit(f"{what} stopped at {host.name}; later hosts untouched. Run `fab status`.")
+        _log(f"{host.name}: done")
+    _log(f"{what} of {version} complete")
+
+
+# ---------------------------------------------------------------- tasks
+@task(help={"force": "rebuild even if the artifact exists",
+            "version_suffix": "extra version label ([a-z0-9]+) for a re-release of the same sources"})
+def build(c, force=False, version_suffix=""):
+    """Build dist/socialsphere-<version>.tar.gz (+ .sha256) from this checkout (scripts/build-release)."""
+    cmd = [sys.executable, str(REPO / "scripts" / "build-release")]
+    cmd += ["--force"] if force else []
+    cmd += ["--version-suffix", version_suffix] if version_suffix else []
+    subprocess.run(cmd, check=True)
+
+
+@task(help={"version": "release to deploy (default: the checkout's, scripts/build-release --print-version)",
+            "skip_prepare": "the release is already installed on every app host: only roll"})
+def deploy(c, version=None, skip_prepare=False):
+    """Rolling release: install everywhere + migrate once (Ansible), then drain/switch/HUP/ready host by host."""
+    version = version or checkout_version()
+    artifact = REPO / "dist" / f"socialsphere-{version}.tar.gz"
+    if not skip_prepare:
+        if not artifact.is_file():
+            raise SystemExit(f"{artifact} missing: run `fab build` first")
+        cmd = [_tool("ansible-playbook"), "-i", INVENTORY, "playbooks/app.yml",
+               "-e", f"socialsphere_release={version}", "-e", "app_activate=false"]
+        if VAULT_PASSWORD_FILE and Path(VAULT_PASSWORD_FILE).is_file():
+            cmd += ["--vault-password-file", VAULT_PASSWORD_FILE]
+        cmd += PLAYBOOK_ARGS
+        _log("prepare: " + " ".join(cmd))
+        subprocess.run(cmd, check=True, cwd=REPO)
+    rolling(version, what="deploy")
+
+
+@task(help={"version": "release to go back to (default: the newest installed release older than current)"})
+def rollback(c, version=None):
+    """Roll back host by host to the previous (or given) installed release: relink + graceful reload.
+
+    No migration runs: the schema stays (expand/contract keeps the previous release working).
+    """
+    inv = inventory()
+    apps = hosts_of(inv, APP_GROUP)
+    if not version:
+        conn = apps[0].connect()
+        now = current_release(conn)
+        older = [r for r in releases(conn) if r != now]
+        if not older:
+            raise SystemExit(f"{apps[0].name}: no other installed release to roll back to")
+        version = older[0]
+    rolling(version, what="rollback")
+
+
+@task
+def status(c):
+    """Release per app host (current, workers, service state) and HAProxy server states per edge host."""
+    inv = inventory()
+    print(f"inventory: {INVENTORY}")
+    print(f"{'app host':10} {'address':15} {'service':9} {'current':36} workers")
+    for host in hosts_of(inv, APP_GROUP):
+        try:
+            conn = host.connect()
+            state = conn.run("systemctl is-active socialsphere.service", hide=True, warn=True).stdout.strip()
+            workers = sorted(set(worker_releases(conn)))
+            print(f"{host.name:10} {host.address:15} {state:9} {current_release(conn) or '-':36} {','.join(workers) or '-'}")
+        except Exception as exc:  # noqa: BLE001 - status reports, never stops
+            print(f"{host.name:10} {host.address:15} unreachable: {exc}")
+    for edge in hosts_of(inv, EDGE_GROUP):
+        try:
+            conn = edge.connect()
+            if not haproxy_live(conn):
+                print(f"{edge.name}: HAProxy runtime socket missing")
+                continue
+            rows = [line.split(",") for line in haproxy(conn, "show stat").splitlines() if line]
+            header = rows[0] if rows else []
+            if header:
+                header[0] = header[0].lstrip("# ")
+            print(f"{edge.name} ({edge.address}) {HAPROXY_BACKEND}:")
+            for row in rows[1:]:
+                r = dict(zip(header, row))
+                if r.get("pxname") == HAPROXY_BACKEND and r.get("svname") not in ("FRONTEND", "BACKEND"):
+                    print(f"  {r.get('svname'):8} {r.get('status'):12} scur={r.get('scur')} weight={r.get('weight')}"
+                          f" check={r.get('check_status')}")
+        except Exception as exc:  # noqa: BLE001
+            print(f"{edge.name}: unreachable: {exc}")

@@ -1,0 +1,52 @@
+"""PostgreSQL primary: TLS from the internal CA, roles and privileges, pg_hba."""
+import os
+
+VERSION = "16" if os.environ.get("MOLECULE_DISTRO", "ubuntu2404") == "ubuntu2404" else "15"
+IP = "172.30.91.31"
+
+
+def psql(host, sql, db="postgres"):
+    return host.check_output(f"runuser -u postgres -- psql -XAtq -d {db} -c \"{sql}\"")
+
+
+def test_ca_installed(db1):
+    assert db1.file("/usr/local/share/ca-certificates/socialsphere-internal-ca.crt").exists
+    assert db1.file("/etc/ssl/certs/socialsphere-internal-ca.pem").exists
+
+
+def test_listens_on_address_and_localhost_only(db1):
+    assert db1.socket(f"tcp://{IP}:5432").is_listening
+    assert db1.socket("tcp://127.0.0.1:5432").is_listening
+    assert not db1.socket("tcp://0.0.0.0:5432").is_listening
+
+
+def test_settings(db1):
+    assert psql(db1, "SHOW ssl") == "on"
+    assert psql(db1, "SHOW ssl_min_protocol_version") == "TLSv1.2"
+    assert psql(db1, "SHOW password_encryption") == "scram-sha-256"
+    assert psql(db1, "SHOW wal_log_hints") == "on"
+    assert psql(db1, "SHOW server_version_num")[:2] == VERSION
+
+
+def test_server_key_private(db1):
+    key = db1.file(f"/etc/postgresql/{VERSION}/main/ssl/server.key")
+    assert key.user == "postgres" and key.mode == 0o600
+
+
+def test_verify_full_tls_login_and_app_role_is_dml_only(db1):
+    # verify-full against the IP SAN, as the app connects; the owner creates a table,
+    # the app role can use it but cannot create one
+    base = (f"PGSSLMODE=verify-full PGSSLROOTCERT=/etc/ssl/certs/socialsphere-internal-ca.pem "
+            f"psql -XAtq 'host={IP} dbname=socialsphere'")
+    db1.check_output(f"PGPASSWORD=molecule-owner-pw {base} -U socialsphere_owner "
+                     "-c 'CREATE TABLE IF NOT EXISTS t_probe (id serial primary key, v text)'")
+    out = db1.check_output(f"PGPASSWORD=molecule-app-pw {base} -U socialsphere_app "
+                           "-c \"INSERT INTO t_probe (v) VALUES ('x') RETURNING 1\" -c 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'")
+    assert out.splitlines()[-1] == "t"
+    ddl = db1.run(f"PGPASSWORD=molecule-app-pw {base} -U socialsphere_app -c 'CREATE TABLE t_nope (id int)'")
+    assert ddl.rc != 0 and "permission denied" in ddl.stderr
+
+
+def test_pg_hba_rejects_unknown(db1):
+    hba = db1.file(f"/etc/postgresql/{VERSION}/main/pg_hba.conf").content_string
+    assert "trust" not in hba and " md5" not in hba

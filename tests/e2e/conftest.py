@@ -1,0 +1,12 @@
+"""Fixtures shared by the end-to-end tests; they all share the one lab that
+`make lab` built."""
+import pytest
+
+from labutil import INVENTORY, VAULT_PASS, lab_inventory_data
+
+
+@pytest.fixture(scope="session")
+def lab_inventory():
+    if not INVENTORY.exists() or not VAULT_PASS.exists():
+        pytest.fail(f"the lab is not up ({INVENTORY} missing): run `make lab` first")
+    return lab_inventory_data()

@@ -1,0 +1,283 @@
+"""Helpers for the database drills (tests/e2e/test_db_*.py, tests/bench/db-failover.sh).
+
+The drills run against any inventory with db and backup hosts:
+  DB_E2E_INVENTORY   inventory source(s), comma separated (default inventories/lab/hosts.yml);
+                     the Molecule scenario's inventory works too
+                     (~/.ansible/tmp/molecule.*.db-cluster/inventory after `molecule converge -s db-cluster`)
+  DB_E2E_VAULT       vault password file (default .lab/vault-pass when it exists)
+Hosts are reached like Ansible reaches them: `docker exec` for the docker
+connection, else ssh as ansible_user with sudo. Traffic goes only to the
+inventory's own addresses.
+"""
+import json
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import tempfile
+import time
+import urllib.parse
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+APP_PYTHON = REPO / "app" / ".venv" / "bin" / "python"
+STANZA = "socialsphere"
+
+
+def _sources():
+    raw = os.environ.get("DB_E2E_INVENTORY", str(REPO / "inventories" / "lab" / "hosts.yml"))
+    return [s for s in raw.split(",") if s]
+
+
+def _vault_args():
+    vault = os.environ.get("DB_E2E_VAULT", str(REPO / ".lab" / "vault-pass"))
+    return ["--vault-password-file", vault] if os.path.exists(vault) else []
+
+
+class Cluster:
+    """The database tier of one inventory, plus an optional overlay that swaps roles."""
+
+    def __init__(self, overlay_roles=None):
+        self.overlay_dir = None
+        if overlay_roles:
+            self.set_roles(overlay_roles)
+        self.reload()
+
+    # --- inventory -----------------------------------------------------------
+    def inventory_args(self):
+        args = []
+        for src in _sources():
+            args += ["-i", src]
+        if self.overlay_dir:
+            args += ["-i", self.overlay_dir]
+        return args
+
+    def reload(self):
+        out = subprocess.run([str(VENV_BIN / "ansible-inventory"), *self.inventory_args(), *_vault_args(), "--list"],
+                             check=True, capture_output=True, text=True, cwd=REPO).stdout
+        data = json.loads(out)
+        self.hostvars = data["_meta"]["hostvars"]
+        self.groups = {g: v.get("hosts", []) for g, v in data.items() if isinstance(v, dict)}
+        self.db = sorted(self.groups.get("db", []))
+        self.backup = sorted(self.groups.get("backup", []))
+
+    def set_roles(self, roles):
+        """Overlay inventory: {host: 'primary'|'replica'} (later sources win)."""
+        self.overlay_dir = tempfile.mkdtemp(prefix="db-e2e-overlay-")
+        os.makedirs(os.path.join(self.overlay_dir, "host_vars"))
+        hosts = {h: {"postgresql_role": r} for h, r in roles.items()}
+        with open(os.path.join(self.overlay_dir, "hosts.yml"), "w", encoding="utf-8") as fh:
+            json.dump({"db": {"hosts": hosts}}, fh)
+        for host, role in roles.items():
+            with open(os.path.join(self.overlay_dir, "host_vars", f"{host}.yml"), "w", encoding="utf-8") as fh:
+                fh.write(f"postgresql_role: {role}\n")
+        if hasattr(self, "hostvars"):
+            self.reload()
+
+    def var(self, host, name, default=None):
+        value = self.hostvars[host].get(name, default)
+        for _ in range(5):  # resolve "{{ other_var }}" indirection (vault mapping)
+            m = re.fullmatch(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}", str(value)) if value is not None else None
+            if not m:
+                break
+            value = self.hostvars[host].get(m.group(1))
+        return value
+
+    def role(self, host):
+        return self.var(host, "postgresql_role")
+
+    def address(self, host):
+        return self.var(host, "ansible_host", host)
+
+    def version(self, host):
+        return "16" if "Ubuntu" in self.run(host, "cat /etc/os-release").stdout else "15"
+
+    def ca_file(self):
+        ca_dir = self.var(self.db[0], "internal_ca_dir") or str(REPO / ".lab" / "ca")
+        return os.path.join(ca_dir, "ca.crt")
+
+    # --- commands on hosts ---------------------------------------------------
+    def command(self, host, cmd):
+        hv = self.hostvars[host]
+        if "docker" in str(hv.get("ansible_connection", "")):
+            container = hv.get("ansible_docker_host") or hv.get("ansible_host") or host
+            return ["docker", "exec", container, "bash", "-c", cmd]
+        ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
+        if hv.get("ansible_ssh_private_key_file"):
+            ssh += ["-i", hv["ansible_ssh_private_key_file"]]
+        return ssh + [f"{hv.get('ansible_user', 'root')}@{self.address(host)}", "sudo bash -c " + shlex.quote(cmd)]
+
+    def run(self, host, cmd, check=False, timeout=600):
+        res = subprocess.run(self.command(host, cmd), capture_output=True, text=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{host}: {cmd!r} failed ({res.returncode}): {res.stderr.strip()}")
+        return res
+
+    def psql(self, host, sql, db="postgres", port=5432, check=True):
+        cmd = f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -p {port} -d {db} -c {shlex.quote(sql)}"
+        res = self.run(host, cmd, check=check)
+        return res.stdout.strip() if check else res
+
+    def pgbackrest(self, args, check=True):
+        return self.run(self.backup[0], f"runuser -u pgbackrest -- pgbackrest --stanza={STANZA} {args}", check=check)
+
+    def primary(self):
+        """The host that runs as primary right now (None if none answers)."""
+        found = [h for h in self.db if self.psql(h, "SELECT pg_is_in_recovery()", check=False).stdout.strip() == "f"]
+        assert len(found) <= 1, f"more than one primary: {found}"
+        return found[0] if found else None
+
+    def wait_streaming(self, primary, replica, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            out = self.psql(primary, "SELECT application_name, state FROM pg_stat_replication", check=False).stdout
+            if f"{replica}|streaming" in out:
+                return
+            time.sleep(1)
+        raise AssertionError(f"{replica} does not stream from {primary}")
+
+    # --- playbooks -----------------------------------------------------------
+    def playbook(self, name, extra=None, check=True, timeout=1800):
+        cmd = [str(VENV_BIN / "ansible-playbook"), *self.inventory_args(), *_vault_args(), str(REPO / "playbooks" / name)]
+        for key, value in (extra or {}).items():
+            cmd += ["-e", json.dumps({key: value})]
+        env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+        started = time.time()
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
+        res.elapsed = time.time() - started
+        if check and res.returncode != 0:
+            raise AssertionError(f"{name} failed ({res.returncode}):\n{res.stdout[-6000:]}\n{res.stderr[-2000:]}")
+        return res
+
+    @staticmethod
+    def changed(result):
+        """Sum of changed= in a playbook's recap."""
+        return sum(int(n) for n in re.findall(r"changed=(\d+)", result.stdout))
+
+    # --- the app's connection -------------------------------------------------
+    def app_url(self, user="socialsphere_app"):
+        """The SQLAlchemy URL the app role builds (multi-host, read-write, verify-full)."""
+        pw_var = "postgresql_app_password" if user == "socialsphere_app" else "postgresql_owner_password"
+        password = urllib.parse.quote_plus(str(self.var(self.db[0], pw_var)))
+        hosts = "&".join(f"host={self.address(h)}:5432" for h in self.db)
+        return (f"postgresql+psycopg2://{user}:{password}@/socialsphere?{hosts}"
+                f"&target_session_attrs=read-write&sslmode=verify-full&sslrootcert={self.ca_file()}"
+                "&connect_timeout=2")
+
+
+# --- the failover drill (tests/e2e/test_db_failover.py, tests/bench/db-failover.sh) ---
+WRITER = pathlib.Path(__file__).resolve().parents[1] / "bench" / "db_writer.py"
+
+
+def _read_log(path):
+    acks, errors = [], []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) >= 3:
+                (acks if parts[0] == "ok" else errors).append((int(parts[1]), float(parts[2])))
+    return acks, errors
+
+
+def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=None, second_run=True):
+    """Kill the primary under a continuous writer, run db-failover.yml, measure, rejoin.
+
+    converge_first: run db.yml first to set the replication mode (skip when the
+    cluster already runs in that mode); rejoin_sync: replication mode applied by
+    the rejoin and the second run (default: the same; pass the next drill's mode
+    to chain drills without an extra converge); second_run: run db.yml once more
+    and count its changes (must be 0).
+    Returns a dict with the figures; raises AssertionError when the cluster does
+    not come back (no write succeeds, rejoin fails).
+    """
+    old = cluster.primary()
+    assert old, "no primary is running"
+    new = [h for h in cluster.db if h != old][0]
+    extra = {"db_preflight": False, "postgresql_synchronous_replication": bool(sync)}
+    cluster.set_roles({old: "primary", new: "replica"})
+    mode = "sync" if sync else "async"
+
+    if converge_first:
+        log(f"[{mode}] converging db.yml (primary {old}, replica {new})")
+        cluster.playbook("db.yml", extra)
+    cluster.wait_streaming(old, new)
+    want = "quorum" if sync else "async"
+    state = cluster.psql(old, f"SELECT sync_state FROM pg_stat_replication WHERE application_name = '{new}'")
+    assert state == want, f"replication is {state}, expected {want}"
+
+    table = f"drill_{mode}_{int(time.time())}"
+    cluster.psql(old, f"SET ROLE socialsphere_owner; CREATE TABLE {table} (id bigint PRIMARY KEY, written_at timestamptz NOT NULL)",
+                 db="socialsphere")
+    workdir = tempfile.mkdtemp(prefix="db-drill-")
+    log_path, stop_path = os.path.join(workdir, "writes.log"), os.path.join(workdir, "stop")
+    writer = subprocess.Popen([str(APP_PYTHON), str(WRITER), cluster.app_url(), table, log_path, stop_path, "240"])
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and (not os.path.exists(log_path) or len(_read_log(log_path)[0]) < 30):
+            time.sleep(0.2)
+        before = len(_read_log(log_path)[0])
+        assert before >= 30, "the writer could not write before the drill"
+
+        version = cluster.version(old)
+        log(f"[{mode}] killing PostgreSQL on {old} (SIGKILL) after {before} acknowledged writes")
+        t_kill = time.time()
+        cluster.run(old, f"systemctl kill -s SIGKILL postgresql@{version}-main.service", check=True)
+
+        t_play = time.time()
+        result = cluster.playbook("db-failover.yml", extra)
+        t_play_end = time.time()
+
+        # RTO: kill -> first acknowledged write after the outage began (the first
+        # failed attempt after the kill); writes that slipped in before the
+        # SIGKILL landed do not count.
+        deadline = time.time() + 120
+        first_ok = None
+        while time.time() < deadline:
+            acks_now, errs_now = _read_log(log_path)
+            outage = [t for _, t in errs_now if t > t_kill]
+            after = [t for _, t in acks_now if outage and t > min(outage)]
+            if after:
+                first_ok = min(after)
+                break
+            time.sleep(0.2)
+        assert first_ok, "no write succeeded on the new primary"
+        time.sleep(2)
+    finally:
+        open(stop_path, "w", encoding="utf-8").close()
+        writer.wait(timeout=30)
+
+    acks, errors = _read_log(log_path)
+    present = {int(x) for x in cluster.psql(new, f"SELECT id FROM {table}", db="socialsphere").split()}
+    lost = sorted(i for i, _ in acks if i not in present)
+    figures = {
+        "mode": mode,
+        "old_primary": old,
+        "new_primary": new,
+        "acknowledged_writes": len(acks),
+        "failed_attempts": len(errors),
+        "lost_acknowledged_writes": len(lost),
+        "rto_from_kill_s": round(first_ok - t_kill, 2),
+        "rto_from_playbook_start_s": round(first_ok - t_play, 2),
+        "failover_playbook_s": round(t_play_end - t_play, 2),
+    }
+    log(f"[{mode}] failover: {figures}")
+
+    log(f"[{mode}] rejoin: {old} becomes the replica of {new}")
+    cluster.set_roles({new: "primary", old: "replica"})
+    if rejoin_sync is not None:
+        extra = dict(extra, postgresql_synchronous_replication=bool(rejoin_sync))
+    rejoin = cluster.playbook("db-rejoin.yml", extra)
+    cluster.wait_streaming(new, old)
+    figures["rejoin_playbook_s"] = round(rejoin.elapsed, 2)
+    figures["rejoin_method"] = (
+        "pg_rewind" if re.search(r"Run pg_rewind against the new primary\][^\n]*\n+changed:", rejoin.stdout)
+        else "pg_basebackup" if re.search(r"Copy the primary with pg_basebackup\][^\n]*\n+changed:", rejoin.stdout)
+        else "none")
+    if second_run:
+        again = cluster.playbook("db.yml", extra)
+        figures["second_run_changed"] = cluster.changed(again)
+    cluster.psql(new, f"DROP TABLE {table}", db="socialsphere")
+    log(f"[{mode}] after rejoin: {figures}")
+    return figures

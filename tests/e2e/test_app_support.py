@@ -1,0 +1,261 @@
+"""App tier end-to-end support: a bounded load generator through the lab's edge VIP,
+lab helpers for the app tests, and the basic path check (the VIP reaches Gunicorn).
+
+Traffic goes only to the lab's own addresses (the VIP, lab hosts), bounded in time
+and rate. TLS is verified against Pebble's root (read from the lab services host)
+with the certificate name = socialsphere_domain; SSAI_E2E_CA_FILE overrides the CA.
+
+The other app-tier tests import from here (``from test_app_support import ...``).
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pytest
+
+from labutil import INVENTORY, REPO, VAULT_PASS, ansible_env
+
+READ_PATH = os.environ.get("SSAI_E2E_READ_PATH", "/api/v1/plans")
+# Below HAProxy's per-IP request limit (1000 / 10 s): the load must not be rate limited.
+LOAD_RPS = float(os.environ.get("SSAI_E2E_LOAD_RPS", "60"))
+LOAD_THREADS = int(os.environ.get("SSAI_E2E_LOAD_THREADS", "6"))
+LOAD_MAX_SECONDS = float(os.environ.get("SSAI_E2E_LOAD_MAX_SECONDS", "600"))
+
+
+def lab_all_vars(inv: dict) -> dict:
+    hostvars = inv["_meta"]["hostvars"]
+    return hostvars[next(iter(hostvars))]
+
+
+def group_hosts(inv: dict, group: str) -> list[str]:
+    return list(inv.get(group, {}).get("hosts", []))
+
+
+def host_address(inv: dict, host: str) -> str:
+    return inv["_meta"]["hostvars"][host]["ansible_host"]
+
+
+def lab_exec(inv: dict, host: str, *cmd: str, check: bool = True, timeout: int = 60) -> subprocess.CompletedProcess:
+    """Run a command in a lab container (docker exec, like `labctl exec`)."""
+    name = f"{lab_all_vars(inv).get('lab_name', 'ssai')}-{host}"
+    return subprocess.run(["docker", "exec", name, *cmd], capture_output=True, text=True,
+                          check=check, timeout=timeout)
+
+
+def pebble_root(inv: dict) -> str:
+    """PEM of the CA that issued the edge certificate (Pebble's root, from svc1)."""
+    ca_file = os.environ.get("SSAI_E2E_CA_FILE")
+    if ca_file:
+        return open(ca_file).read()
+    svc = group_hosts(inv, "labsvc")
+    if not svc:
+        pytest.skip("no lab services host (Pebble) in the lab")
+    # Pebble's management API answers on the services host itself.
+    res = lab_exec(inv, svc[0], "curl", "-sS", "--insecure", "https://127.0.0.1:15000/roots/0", check=False)
+    if res.returncode != 0 or "BEGIN CERTIFICATE" not in res.stdout:
+        pytest.skip(f"cannot read Pebble's root from {svc[0]}: {res.stderr.strip()}")
+    return res.stdout
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to a fixed address (the VIP) with SNI/Host = the service's domain."""
+
+    def __init__(self, address: str, domain: str, context: ssl.SSLContext, timeout: float):
+        super().__init__(domain, 443, context=context, timeout=timeout)
+        self._address = address
+        self._ctx = context
+
+    def connect(self):
+        sock = socket.create_connection((self._address, 443), self.timeout)
+        self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
+
+
+@dataclass
+class Edge:
+    """Client of the whole edge path: VIP → Nginx (TLS) → HAProxy → Gunicorn."""
+    address: str
+    domain: str
+    context: ssl.SSLContext
+
+    @classmethod
+    def from_inventory(cls, inv: dict) -> "Edge":
+        allv = lab_all_vars(inv)
+        ctx = ssl.create_default_context(cadata=pebble_root(inv))
+        return cls(allv["lab_vip"], allv["socialsphere_domain"], ctx)
+
+    def connection(self, timeout: float = 10.0) -> http.client.HTTPSConnection:
+        return _PinnedHTTPS(self.address, self.domain, self.context, timeout)
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        conn = self.connection(timeout)
+        try:
+            conn.request("GET", path, headers={"User-Agent": "ssai-e2e"})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+
+@dataclass
+class LoadResult:
+    total: int = 0
+    failed: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    latencies: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lat = sorted(self.latencies) or [0.0]
+        p50 = lat[len(lat) // 2] * 1000
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+        return (f"{self.total} requests in {self.seconds:.1f}s ({self.total / max(self.seconds, 0.001):.0f} req/s), "
+                f"{self.failed} failed, statuses {dict(self.statuses)}, errors {dict(self.errors)}, "
+                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+
+
+class LoadGenerator:
+    """Constant, rate-limited GET load through the edge in background threads (keep-alive,
+    one connection per thread, reconnect on close). A request fails on any status other
+    than 200 or any exception. Bounded by LOAD_MAX_SECONDS whatever happens."""
+
+    def __init__(self, edge: Edge, path: str = READ_PATH, rps: float = LOAD_RPS, threads: int = LOAD_THREADS):
+        self.edge, self.path, self.rps, self.threads = edge, path, rps, threads
+        self.result = LoadResult()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+        self._start = 0.0
+
+    def _worker(self):
+        interval = self.threads / self.rps
+        conn = None
+        next_at = time.monotonic()
+        while not self._stop.is_set() and time.monotonic() - self._start < LOAD_MAX_SECONDS:
+            next_at += interval
+            t0 = time.monotonic()
+            status, error = None, None
+            try:
+                if conn is None:
+                    conn = self.edge.connection()
+                conn.request("GET", self.path, headers={"User-Agent": "ssai-e2e-load"})
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+                if resp.will_close:
+                    conn.close()
+                    conn = None
+            except Exception as exc:  # noqa: BLE001 - every error counts as a failure
+                error = type(exc).__name__
+                if conn is not None:
+                    conn.close()
+                conn = None
+            elapsed = time.monotonic() - t0
+            with self._lock:
+                self.result.total += 1
+                if status is not None:
+                    self.result.statuses[status] += 1
+                if error:
+                    self.result.errors[error] += 1
+                if status != 200:
+                    self.result.failed += 1
+                self.result.latencies.append(elapsed)
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> "LoadGenerator":
+        self._start = time.monotonic()
+        for _ in range(self.threads):
+            t = threading.Thread(target=self._worker, daemon=True)
+            t.start()
+            self._workers.append(t)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._workers:
+            t.join(timeout=30)
+        self.result.seconds = time.monotonic() - self._start
+        print("load:", self.result.summary(), file=sys.stderr)
+
+
+def fab(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """Run a Fabric task of fabfile.py against the lab inventory."""
+    env = dict(ansible_env(), SSAI_INVENTORY=str(INVENTORY), SSAI_VAULT_PASSWORD_FILE=str(VAULT_PASS))
+    fab_bin = os.path.join(os.path.dirname(sys.executable), "fab")
+    return subprocess.run([fab_bin, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def build_release(suffix: str = "") -> str:
+    """Build (or reuse) an artifact of this checkout; return its version."""
+    cmd = [sys.executable, str(REPO / "scripts" / "build-release")]
+    if suffix:
+        cmd += ["--version-suffix", suffix]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True, timeout=900).stdout
+    name = os.path.basename(out.strip().splitlines()[-1])
+    return name.removeprefix("socialsphere-").removesuffix(".tar.gz")
+
+
+def haproxy_servers(inv: dict, edge: str) -> dict[str, dict]:
+    """`show stat` rows of backend be_app on an edge host, by server name."""
+    script = ("import socket;s=socket.socket(socket.AF_UNIX);s.connect('/run/haproxy/admin.sock');"
+              "s.sendall(b'show stat\\n');b=b''\nwhile True:\n d=s.recv(65536)\n if not d: break\n b+=d\n"
+              "print(b.decode())")
+    out = lab_exec(inv, edge, "python3", "-c", script).stdout.splitlines()
+    header = out[0].lstrip("# ").split(",")
+    rows = [dict(zip(header, line.split(","))) for line in out[1:] if line]
+    return {r["svname"]: r for r in rows if r.get("pxname") == "be_app" and r["svname"] not in ("FRONTEND", "BACKEND")}
+
+
+def current_release(inv: dict, host: str) -> str:
+    return os.path.basename(lab_exec(inv, host, "readlink", "/srv/socialsphere/current").stdout.strip())
+
+
+# ---------------------------------------------------------------- the basic path
+@pytest.fixture(scope="module")
+def edge(lab_inventory):
+    return Edge.from_inventory(lab_inventory)
+
+
+def test_vip_reaches_gunicorn_and_the_app_is_ready(lab_inventory, edge):
+    status, body = edge.get("/readyz")
+    assert status == 200, body
+    assert json.loads(body)["status"] == "ok"
+
+
+def test_every_app_host_serves_readyz_on_its_private_address(lab_inventory):
+    for host in group_hosts(lab_inventory, "app"):
+        addr = host_address(lab_inventory, host)
+        res = lab_exec(lab_inventory, host, "curl", "-fsS", f"http://{addr}:8000/readyz", check=False)
+        assert res.returncode == 0, f"{host}: {res.stderr}"
+        # Bound to the private address only, not to every interface.
+        res = lab_exec(lab_inventory, host, "curl", "-fsS", "http://127.0.0.1:8000/healthz", check=False)
+        assert res.returncode != 0, f"{host}: Gunicorn also answers on 127.0.0.1 (bind must be ansible_host)"
+
+
+def test_every_app_host_runs_the_same_release(lab_inventory):
+    releases = {h: current_release(lab_inventory, h) for h in group_hosts(lab_inventory, "app")}
+    assert len(set(releases.values())) == 1, releases
+
+
+def test_haproxy_sees_every_app_host_up(lab_inventory):
+    apps = set(group_hosts(lab_inventory, "app"))
+    for edge_host in group_hosts(lab_inventory, "edge"):
+        servers = haproxy_servers(lab_inventory, edge_host)
+        assert apps <= set(servers), f"{edge_host}: be_app lacks {apps - set(servers)}"
+        for name in apps:
+            assert servers[name]["status"].startswith("UP"), (edge_host, name, servers[name]["status"])

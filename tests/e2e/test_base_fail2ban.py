@@ -1,0 +1,86 @@
+"""Five failed SSH logins from a lab host get that host banned (connections
+refused) and the ban lifts after the ban time (the lab sets
+fail2ban_sshd_bantime: 60, so the test takes < 2 minutes).
+
+Attacker and victim are lab hosts; traffic only between lab addresses.
+"""
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import pytest
+
+ATTACKER_GROUP, VICTIM_GROUP = "app", "db"
+
+
+def dexec(inv, host, *cmd, check=True, timeout=60):
+    hv = inv["_meta"]["hostvars"][host]
+    name = f"{hv.get('lab_name', 'ssai')}-{host}"
+    return subprocess.run(["docker", "exec", name, *cmd], capture_output=True, text=True,
+                          timeout=timeout, check=check)
+
+
+def tcp_from(inv, host, ip, port=22):
+    """'open', 'refused' or 'timeout' for a TCP connect from a lab host."""
+    code = ("import socket,sys\ns=socket.socket();s.settimeout(3)\n"
+            "try:\n s.connect((sys.argv[1],int(sys.argv[2])));print('open')\n"
+            "except ConnectionRefusedError:\n print('refused')\n"
+            "except OSError:\n print('timeout')\n")
+    return dexec(inv, host, "python3", "-c", code, ip, str(port)).stdout.strip()
+
+
+def banned(inv, victim):
+    out = dexec(inv, victim, "fail2ban-client", "status", "sshd").stdout
+    for line in out.splitlines():
+        if "Banned IP list:" in line:
+            return line.split("Banned IP list:")[1].split()
+    return []
+
+
+@pytest.fixture
+def pair(lab_inventory):
+    inv = lab_inventory
+    attackers = inv.get(ATTACKER_GROUP, {}).get("hosts", [])
+    victims = inv.get(VICTIM_GROUP, {}).get("hosts", [])
+    if not attackers or not victims:
+        pytest.skip("need an app and a db host in the lab")
+    attacker, victim = attackers[0], victims[-1]
+    a_ip = inv["_meta"]["hostvars"][attacker]["ansible_host"]
+    v_ip = inv["_meta"]["hostvars"][victim]["ansible_host"]
+    bantime = int(dexec(inv, victim, "fail2ban-client", "get", "sshd", "bantime").stdout.strip())
+    assert bantime <= 90, f"lab ban time is {bantime}s: set fail2ban_sshd_bantime short in the lab"
+    dexec(inv, victim, "fail2ban-client", "set", "sshd", "unbanip", a_ip, check=False)
+    yield inv, attacker, a_ip, victim, v_ip, bantime
+    dexec(inv, victim, "fail2ban-client", "set", "sshd", "unbanip", a_ip, check=False)
+
+
+def test_five_failed_logins_ban_then_unban(pair):
+    inv, attacker, a_ip, victim, v_ip, bantime = pair
+    # No extra connection before the attempts: ufw's SSH rate limit (6 per
+    # 30 s) must not drop one of the five.
+    for i in range(5):
+        r = dexec(inv, attacker, "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                  "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
+                  "-o", "PreferredAuthentications=publickey", "-o", "IdentitiesOnly=yes",
+                  "-i", "/dev/null", f"intruder{i}@{v_ip}", "true", check=False, timeout=30)
+        assert r.returncode != 0
+        assert "Permission denied" in r.stderr, r.stderr
+        time.sleep(1)
+    deadline = time.monotonic() + 30
+    while a_ip not in banned(inv, victim) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert a_ip in banned(inv, victim), dexec(inv, victim, "fail2ban-client", "status", "sshd").stdout
+    banned_at = time.monotonic()
+    assert tcp_from(inv, attacker, v_ip) == "refused"
+    # another host is not affected
+    others = [h for h in inv["_meta"]["hostvars"] if h not in (attacker, victim)]
+    if others:
+        assert tcp_from(inv, others[0], v_ip) == "open"
+    # the ban lifts after the ban time
+    deadline = banned_at + bantime + 30
+    while time.monotonic() < deadline and tcp_from(inv, attacker, v_ip) != "open":
+        time.sleep(3)
+    assert a_ip not in banned(inv, victim)
+    assert tcp_from(inv, attacker, v_ip) == "open"

@@ -1,0 +1,143 @@
+"""From a peer host, a TCP scan of every lab host finds exactly the ports the
+topology allows for that peer (docs/contributing.md, "Ports") that have a
+service listening, and nothing else.
+
+The scan runs inside each peer (docker exec, python3 TCP connect with a short
+timeout) against lab addresses only: bounded (ports below x hosts, once).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+# The ports table of docs/contributing.md: port -> (on groups, from groups).
+# 'all' = every host; 'any' = from anywhere. SSH (22) is open to the lab
+# network (firewall_ssh_allowed_cidrs), so from every peer.
+TABLE = {
+    22: (["all"], ["any"]),
+    80: (["edge"], ["any"]),
+    443: (["edge"], ["any"]),
+    8000: (["app"], ["edge"]),
+    5432: (["db"], ["app", "db", "backup"]),
+    8432: (["db", "backup"], ["db", "backup"]),
+    9100: (["all"], ["monitoring"]),
+    9187: (["db"], ["monitoring"]),
+    8405: (["edge"], ["monitoring"]),
+    14000: (["labsvc"], ["edge"]),
+    15000: (["labsvc"], ["edge"]),
+    1025: (["labsvc"], ["app"]),
+}
+# Also probed: ports a service might listen on that nobody may reach from a peer.
+EXTRA_PORTS = [25, 3000, 3100, 5000, 6379, 8080, 8404, 8443, 9090, 9093]
+GROUPS = ["edge", "app", "db", "backup", "monitoring", "labsvc"]
+
+SCAN = r"""
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+targets = json.loads(sys.argv[1]); ports = json.loads(sys.argv[2])
+def probe(tp):
+    t, p = tp
+    s = socket.socket(); s.settimeout(1.5)
+    try:
+        s.connect((t, p)); return (t, p, True)
+    except OSError:
+        return (t, p, False)
+    finally:
+        s.close()
+with ThreadPoolExecutor(32) as ex:
+    res = list(ex.map(probe, [(t, p) for t in targets for p in ports]))
+print(json.dumps([[t, p] for t, p, ok in res if ok]))
+"""
+
+
+def groups_of(inv, host):
+    return {g for g in GROUPS if host in inv.get(g, {}).get("hosts", [])}
+
+
+def addr(inv, host):
+    return inv["_meta"]["hostvars"][host]["ansible_host"]
+
+
+def dexec(inv, host, *cmd, timeout=120):
+    hv = inv["_meta"]["hostvars"][host]
+    name = f"{hv.get('lab_name', 'ssai')}-{host}"
+    return subprocess.run(["docker", "exec", name, *cmd], capture_output=True, text=True,
+                          timeout=timeout, check=True).stdout
+
+
+def allowed(inv, peer, target):
+    pg, tg = groups_of(inv, peer), groups_of(inv, target)
+    out = set()
+    for port, (on, frm) in TABLE.items():
+        if ("all" in on or tg & set(on)) and ("any" in frm or pg & set(frm)):
+            out.add(port)
+    return out
+
+
+def listening(inv, host):
+    """Ports with a listener reachable from outside (not loopback-only)."""
+    ports = set()
+    for line in dexec(inv, host, "ss", "-Hltn").splitlines():
+        local = line.split()[3]
+        ip, _, port = local.rpartition(":")
+        ip = ip.strip("[]")
+        if ip.startswith("127.") or ip == "::1" or "%lo" in ip:
+            continue
+        ports.add(int(port))
+    return ports
+
+
+def all_hosts(inv):
+    return sorted(inv["_meta"]["hostvars"])
+
+
+@pytest.fixture(scope="module")
+def scan_results(lab_inventory):
+    inv = lab_inventory
+    hosts = all_hosts(inv)
+    ports = sorted(set(TABLE) | set(EXTRA_PORTS))
+    listen = {h: listening(inv, h) for h in hosts}
+    results = {}
+    for peer in hosts:
+        targets = [addr(inv, h) for h in hosts if h != peer]
+        raw = dexec(inv, peer, "python3", "-c", SCAN, json.dumps(targets), json.dumps(ports))
+        results[peer] = json.loads(raw)
+    return listen, results
+
+
+def test_ufw_active_everywhere(lab_inventory):
+    for h in all_hosts(lab_inventory):
+        assert "Status: active" in dexec(lab_inventory, h, "ufw", "status"), h
+
+
+def test_scan_matches_topology(lab_inventory, scan_results):
+    inv = lab_inventory
+    listen, results = scan_results
+    by_addr = {addr(inv, h): h for h in all_hosts(inv)}
+    problems = []
+    for peer, opened in results.items():
+        found = {}
+        for ip, port in opened:
+            found.setdefault(by_addr[ip], set()).add(port)
+        for target in all_hosts(inv):
+            if target == peer:
+                continue
+            expected = allowed(inv, peer, target) & listen[target]
+            got = found.get(target, set())
+            if got != expected:
+                problems.append(f"{peer} -> {target}: open {sorted(got)}, expected {sorted(expected)} "
+                                f"(allowed {sorted(allowed(inv, peer, target))}, listening {sorted(listen[target])})")
+    assert not problems, "\n".join(problems)
+
+
+def test_a_closed_listener_is_really_filtered(lab_inventory, scan_results):
+    """At least one listening port must be unreachable from some peer: the scan
+    proves filtering, not just absent services."""
+    inv = lab_inventory
+    listen, _ = scan_results
+    filtered = [(p, t) for p in all_hosts(inv) for t in all_hosts(inv)
+                if p != t and listen[t] - allowed(inv, p, t)]
+    if not filtered:
+        pytest.skip("no service listens on a port that some peer may not reach (deploy site.yml first)")

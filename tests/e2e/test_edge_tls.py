@@ -1,0 +1,53 @@
+"""Edge: HTTPS through the VIP reaches the app, the chain is Pebble's, HTTP
+redirects to HTTPS (except the ACME path), HSTS and security headers, request id."""
+import http.client
+
+from edge_support import Edge, domain, served_certificate, vip
+from test_app_support import READ_PATH
+
+
+def test_https_through_vip_reaches_app(lab_inventory):
+    edge = Edge.from_inventory(lab_inventory)  # verifies against Pebble's root only
+    status, body = edge.get("/readyz")
+    assert status == 200, body[:200]
+    status, _ = edge.get(READ_PATH)
+    assert status == 200
+
+
+def test_certificate_is_pebbles_for_the_domain(lab_inventory):
+    edge = Edge.from_inventory(lab_inventory)
+    cert = served_certificate(edge)
+    names = [v for k, v in cert.get("subjectAltName", ()) if k == "DNS"]
+    assert domain(lab_inventory) in names
+    issuer = dict(x[0] for x in cert["issuer"])
+    assert "Pebble" in issuer.get("commonName", ""), issuer
+
+
+def test_http_redirects_to_https(lab_inventory):
+    conn = http.client.HTTPConnection(vip(lab_inventory), 80, timeout=5)
+    conn.request("GET", "/login?next=/app", headers={"Host": domain(lab_inventory)})
+    resp = conn.getresponse()
+    assert resp.status == 301
+    assert resp.getheader("Location") == f"https://{domain(lab_inventory)}/login?next=/app"
+    conn.close()
+
+
+def test_acme_path_is_not_redirected(lab_inventory):
+    conn = http.client.HTTPConnection(vip(lab_inventory), 80, timeout=5)
+    conn.request("GET", "/.well-known/acme-challenge/does-not-exist", headers={"Host": domain(lab_inventory)})
+    resp = conn.getresponse()
+    assert resp.status == 404
+    conn.close()
+
+
+def test_hsts_security_headers_and_request_id(lab_inventory):
+    edge = Edge.from_inventory(lab_inventory)
+    conn = edge.connection()
+    conn.request("GET", "/readyz")
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.getheader("Strict-Transport-Security") == "max-age=63072000"
+    assert "default-src 'self'" in resp.getheader("Content-Security-Policy", "")
+    assert resp.getheader("X-Content-Type-Options") == "nosniff"
+    assert len(resp.getheader("X-Request-ID", "")) >= 8
+    conn.close()
