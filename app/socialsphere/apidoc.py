@@ -14,7 +14,7 @@ def doc(
     body: dict[str, Field] | None = None,
     body_required: bool = True,
     query: dict[str, Field] | None = None,
-    responses: dict[int, str] | None = None,
+    responses: dict[int, str | tuple[str, str]] | None = None,
     response_schema: str | None = None,
     status: int = 200,
 ) -> Callable:

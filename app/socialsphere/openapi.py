@@ -77,6 +77,28 @@ def _list(item_ref: str, key: str = "items") -> dict[str, Any]:
 SCHEMAS: dict[str, Any] = {
     "Error": ERROR,
     "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+    "Readiness": {
+        "type": "object", "required": ["status", "schema"],
+        "description": (
+            "200 when the database is reachable and its Alembic revision equals the revision this "
+            "code needs (relation equal) or is newer (ahead: a descendant of it, or a revision this "
+            "code's migration scripts do not know, i.e. a newer release already ran its "
+            "expand/contract migrations). 503 when the database is unreachable (relation null), not "
+            "migrated (missing: no or empty alembic_version), behind (an ancestor of the code's "
+            "revision), or the migration scripts cannot be read (relation null); 503 bodies also "
+            "carry error and message."),
+        "properties": {
+            "status": {"type": "string", "enum": ["ready", "not_ready"]},
+            "schema": {"type": "object", "required": ["database", "code", "relation"], "properties": {
+                "database": {"type": ["string", "null"],
+                             "description": "the database's revision (comma separated if several "
+                                            "heads); null without one"},
+                "code": {"type": "string", "description": "the revision this code needs (schema-head)"},
+                "relation": {"type": ["string", "null"],
+                             "enum": ["equal", "ahead", "behind", "missing", None]}}},
+            "error": {"type": "string", "enum": ["database_unavailable", "schema_missing",
+                                                 "schema_behind", "schema_unverifiable"]},
+            "message": {"type": "string"}}},
     "User": _USER,
     "UserEnvelope": {"type": "object", "properties": {"user": {"$ref": "#/components/schemas/User"}}},
     "UserPage": _page("#/components/schemas/UserListItem"),
@@ -189,9 +211,12 @@ def build_openapi(app: Flask) -> dict[str, Any]:
                                           "content": ERROR_JSON}
                 op["responses"]["422"] = {"description": "validation error (fields)",
                                           "content": ERROR_JSON}
-            for status, description in meta["responses"].items():
+            for status, described in meta["responses"].items():
+                # "description" (an Error body) or ("description", "SchemaName")
+                description, schema_name = (described if isinstance(described, tuple)
+                                            else (described, "Error"))
                 op["responses"][str(status)] = {"description": description, "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}
             if auth:
                 op["security"] = [{"bearerAuth": []}]
                 op["responses"].setdefault("401", {"description": "unauthenticated", "content": {

@@ -108,7 +108,8 @@ def test_flask_db_upgrade_then_gunicorn_serves_ready(tmp_path):
                     body = json.loads(resp.read())
             except OSError:
                 time.sleep(0.2)
-        assert body == {"status": "ok", "schema": "0001_initial"}, (tmp_path / "gunicorn.log").read_text()[-3000:]
+        assert body == {"status": "ready", "schema": {"database": "0001_initial", "code": "0001_initial",
+                                                 "relation": "equal"}}, (tmp_path / "gunicorn.log").read_text()[-3000:]
         for _ in range(4):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:

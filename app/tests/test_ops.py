@@ -1,5 +1,11 @@
+import shutil
+
+import pytest
 from conftest import error_of
 from sqlalchemy import text
+
+from socialsphere import MIGRATIONS_DIR, schema
+from socialsphere.schema import SCHEMA_HEAD
 
 
 def test_healthz(client):
@@ -8,39 +14,144 @@ def test_healthz(client):
     assert r.get_json() == {"status": "ok"}
 
 
-def test_readyz_ok(client):
+def _set_revision(db, *revisions):
+    with db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM alembic_version"))
+        for rev in revisions:
+            conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": rev})
+
+
+@pytest.fixture
+def restore_revision(db):
+    yield
+    _set_revision(db, SCHEMA_HEAD)
+
+
+@pytest.fixture
+def two_step_migrations(tmp_path):
+    """A copy of app/migrations plus a no-op revision after SCHEMA_HEAD."""
+    directory = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, directory, ignore=shutil.ignore_patterns("__pycache__"))
+    (directory / "versions" / "0002_readyz_test.py").write_text(
+        f'revision = "0002_readyz_test"\ndown_revision = "{SCHEMA_HEAD}"\nbranch_labels = None\n'
+        "depends_on = None\n\n\ndef upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n")
+    return str(directory)
+
+
+def _readyz(app, migrations_dir=None):
+    if migrations_dir:
+        app.extensions["migrate"].directory = migrations_dir
+    r = app.test_client().get("/readyz")
+    return r.status_code, r.get_json()
+
+
+def test_readyz_equal(client):
     r = client.get("/readyz")
     assert r.status_code == 200, r.get_json()
-    assert r.get_json()["status"] == "ok"
+    assert r.get_json() == {"status": "ready", "schema": {
+        "database": SCHEMA_HEAD, "code": SCHEMA_HEAD, "relation": "equal"}}
 
 
-def test_readyz_schema_mismatch(client, db):
+def test_readyz_unknown_newer_revision_is_ready(app, db, restore_revision):
+    """A newer release ran its (expand/contract) migrations: old hosts stay in rotation."""
+    _set_revision(db, "zzz_from_a_newer_release")
+    status, body = _readyz(app)
+    assert status == 200, body
+    assert body == {"status": "ready", "schema": {
+        "database": "zzz_from_a_newer_release", "code": SCHEMA_HEAD, "relation": "ahead"}}
+
+
+def test_readyz_known_descendant_is_ready(app, db, restore_revision, two_step_migrations):
+    _set_revision(db, "0002_readyz_test")
+    status, body = _readyz(app, two_step_migrations)
+    assert status == 200, body
+    assert body["schema"] == {"database": "0002_readyz_test", "code": SCHEMA_HEAD, "relation": "ahead"}
+
+
+def test_readyz_behind(app, db, restore_revision, two_step_migrations, monkeypatch):
+    """The code needs 0002 but the database is still at its ancestor: not ready."""
+    monkeypatch.setattr(schema, "SCHEMA_HEAD", "0002_readyz_test")
+    status, body = _readyz(app, two_step_migrations)
+    assert status == 503, body
+    assert body["status"] == "not_ready" and body["error"] == "schema_behind"
+    assert body["schema"] == {"database": SCHEMA_HEAD, "code": "0002_readyz_test", "relation": "behind"}
+
+
+def test_readyz_no_prefix_matching(app, db, restore_revision, two_step_migrations, monkeypatch):
+    """Alembic resolves revision prefixes; readiness compares exact ids only."""
+    monkeypatch.setattr(schema, "SCHEMA_HEAD", "0002_readyz_test")
+    _set_revision(db, "0002")
+    status, body = _readyz(app, two_step_migrations)
+    assert status == 200 and body["schema"]["relation"] == "ahead", body
+
+
+def test_readyz_several_heads(app, db, restore_revision):
+    _set_revision(db, SCHEMA_HEAD, "zzz_new_branch")
+    status, body = _readyz(app)
+    assert status == 200 and body["schema"]["relation"] == "ahead", body
+    assert body["schema"]["database"] == f"{SCHEMA_HEAD},zzz_new_branch"
+
+
+def test_readyz_empty_version_table(app, db, restore_revision):
+    _set_revision(db)
+    status, body = _readyz(app)
+    assert status == 503, body
+    assert body["error"] == "schema_missing"
+    assert body["schema"] == {"database": None, "code": SCHEMA_HEAD, "relation": "missing"}
+
+
+def test_readyz_missing_version_table(app, db):
     with db.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = 'zzz_old'"))
+        conn.execute(text("ALTER TABLE alembic_version RENAME TO alembic_version_saved"))
     try:
-        r = client.get("/readyz")
-        assert r.status_code == 503
-        body = r.get_json()
-        assert body["error"] == "schema_mismatch"
-        assert body["found"] == ["zzz_old"]
+        status, body = _readyz(app)
     finally:
-        from socialsphere.schema import SCHEMA_HEAD
-
         with db.engine.begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": SCHEMA_HEAD})
+            conn.execute(text("ALTER TABLE alembic_version_saved RENAME TO alembic_version"))
+    assert status == 503, body
+    assert body["status"] == "not_ready" and body["error"] == "schema_missing"
+    assert body["schema"] == {"database": None, "code": SCHEMA_HEAD, "relation": "missing"}
+
+
+def test_readyz_unreadable_migrations_fail_closed(app, db, restore_revision, tmp_path):
+    _set_revision(db, "zzz_unknown")
+    status, body = _readyz(app, str(tmp_path / "no-such-dir"))
+    assert status == 503, body
+    assert body["error"] == "schema_unverifiable"
+    assert body["schema"] == {"database": "zzz_unknown", "code": SCHEMA_HEAD, "relation": None}
+
+
+def test_readyz_equal_needs_no_migration_scripts(app, tmp_path):
+    status, body = _readyz(app, str(tmp_path / "no-such-dir"))
+    assert status == 200 and body["schema"]["relation"] == "equal", body
+
+
+def test_schema_relation_sibling_branch_is_behind(two_step_migrations, tmp_path):
+    """A known revision that does not descend from the code's head: its migrations are not applied."""
+    versions = tmp_path / "migrations" / "versions"
+    (versions / "0003_sibling.py").write_text(
+        f'revision = "0003_sibling"\ndown_revision = "{SCHEMA_HEAD}"\nbranch_labels = None\n'
+        "depends_on = None\n\n\ndef upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n")
+    script = schema.load_scripts(two_step_migrations)
+    assert schema.schema_relation(["0003_sibling"], script, "0002_readyz_test") == "behind"
+    assert schema.schema_relation(["0002_readyz_test", "0003_sibling"], script, "0002_readyz_test") == "ahead"
+    assert schema.schema_relation([SCHEMA_HEAD], script, "0002_readyz_test") == "behind"
 
 
 def test_readyz_database_down(make_app, tmp_path):
     app = make_app(SQLALCHEMY_DATABASE_URI="postgresql+psycopg2://nobody@127.0.0.1:1/none?connect_timeout=1")
     r = app.test_client().get("/readyz")
     assert r.status_code == 503
-    assert r.get_json()["error"] == "database_unavailable"
+    body = r.get_json()
+    assert body["status"] == "not_ready" and body["error"] == "database_unavailable"
+    assert body["schema"] == {"database": None, "code": SCHEMA_HEAD, "relation": None}
 
 
 def test_readyz_not_migrated(make_app, tmp_path):
     app = make_app(SQLALCHEMY_DATABASE_URI="sqlite:///" + str(tmp_path / "empty.db"))
     r = app.test_client().get("/readyz")
     assert r.status_code == 503
+    assert r.get_json()["schema"]["relation"] == "missing"
 
 
 def test_metrics(client):

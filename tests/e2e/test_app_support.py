@@ -234,7 +234,7 @@ def edge(lab_inventory):
 def test_vip_reaches_gunicorn_and_the_app_is_ready(lab_inventory, edge):
     status, body = edge.get("/readyz")
     assert status == 200, body
-    assert json.loads(body)["status"] == "ok"
+    assert json.loads(body)["status"] == "ready"
 
 
 def test_every_app_host_serves_readyz_on_its_private_address(lab_inventory):

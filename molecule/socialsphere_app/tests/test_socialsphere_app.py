@@ -65,7 +65,7 @@ def test_gunicorn_runs_as_the_app_user(host):
 def test_readyz_is_ok_schema_migrated(host):
     assert _wait_ready(host)
     body = _curl(host, "/readyz").stdout.strip().splitlines()[0]
-    assert json.loads(body)["status"] == "ok"
+    assert json.loads(body)["status"] == "ready"
 
 
 def test_sandboxing(host):
