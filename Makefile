@@ -71,7 +71,7 @@ lab-purge: ## lab-down, plus the base images and the package cache
 	rm -rf .ansible/facts
 
 # ---------------------------------------------------------------- tests
-.PHONY: test test-fast lint test-app test-infra molecule molecule-all test-e2e
+.PHONY: test test-fast lint test-app test-infra molecule molecule-all test-e2e test-drills
 test: ## The whole suite: lint, app, infra unit tests, Molecule (CI set), lab end-to-end
 	$(MAKE) test-fast
 	$(MAKE) molecule
@@ -95,6 +95,15 @@ molecule: venv ## Molecule scenarios of the CI set (see molecule/README.md)
 molecule-all: venv ## Every Molecule scenario on every platform
 	$(CURDIR)/tests/molecule-run all
 
+# The end-to-end tests CI runs (they share one lab). The drills in tests/e2e
+# that are not listed yet (failover, restore, release under load, scale-out,
+# fail2ban bans, ...) run with `make test-drills` until they are proven stable
+# on CI machines; each issue's note says which ones.
+E2E_CI := tests/lab tests/e2e/test_00_idempotence.py
+
 test-e2e: venv ## Bring up the lab, deploy, and run the end-to-end tests against it
 	$(MAKE) lab
+	$(PYTEST) $(E2E_CI)
+
+test-drills: venv ## Every end-to-end test and failure drill against the running lab
 	$(PYTEST) tests/lab tests/e2e
