@@ -56,19 +56,16 @@ lab-info: venv ## Print where the lab's app answers and how to log in
 	@$(CURDIR)/scripts/lab-info
 
 lab-admin-password: venv ## Print the lab admin's password (from the lab vault)
-	@ansible-vault view --vault-password-file $(LAB_VAULT_PASS) inventories/lab/group_vars/all/vault.yml \
-	  | sed -n "s/^vault_app_admin_password: *['\"]\{0,1\}\([^'\"]*\).*/\1/p"
+	@$(LABCTL) secret vault_app_admin_password
 
 lab-status: ## Show the lab hosts and their state
 	@$(LABCTL) status
 
 lab-down: ## Remove the lab's containers and network (nothing else)
 	$(LABCTL) down
-	rm -rf .ansible/facts
 
 lab-purge: ## lab-down, plus the base images and the package cache
 	$(LABCTL) purge
-	rm -rf .ansible/facts
 
 # ---------------------------------------------------------------- tests
 .PHONY: test test-fast lint test-app test-infra molecule molecule-all test-e2e test-drills
