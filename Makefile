@@ -53,7 +53,7 @@ lab-deploy: venv release ## Run playbooks/site.yml against the lab
 	$(LAB_PLAYBOOK) playbooks/site.yml
 
 lab-info: venv ## Print where the lab's app answers and how to log in
-	@$(CURDIR)/scripts/lab-info
+	@$(LABCTL) info
 
 lab-admin-password: venv ## Print the lab admin's password (from the lab vault)
 	@$(LABCTL) secret vault_app_admin_password

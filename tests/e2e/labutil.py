@@ -6,24 +6,17 @@ import pathlib
 import subprocess
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-BIN = pathlib.Path(sys.executable).parent
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/ (benches import this too)
+import ansible_run  # noqa: E402
+from ansible_run import BIN, REPO, ansible_env  # noqa: E402,F401  (re-exported to the tests)
+
 INVENTORY = pathlib.Path(os.environ.get("LAB_INVENTORY", REPO / "inventories/lab/hosts.yml"))
 VAULT_PASS = pathlib.Path(os.environ.get("LAB_VAULT_PASS", REPO / ".lab/vault-pass"))
 
 
-def ansible_env():
-    return dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-                ANSIBLE_FORCE_COLOR="0", PATH=f"{BIN}:{os.environ['PATH']}")
-
-
 def run_playbook(playbook, *extra, timeout=1800):
     """Run a playbook against the lab; return (returncode, combined output)."""
-    cmd = [str(BIN / "ansible-playbook"), "-i", str(INVENTORY), "--vault-password-file", str(VAULT_PASS),
-           str(REPO / "playbooks" / playbook), *extra]
-    proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(), capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    return proc.returncode, proc.stdout + proc.stderr
+    return ansible_run.run_playbook(INVENTORY, playbook, *extra, vault_pass=VAULT_PASS, timeout=timeout)
 
 
 def parse_recap(output):

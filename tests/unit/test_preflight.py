@@ -5,18 +5,15 @@ playbook (preflight.yml or site.yml) against it; the hosts use the local
 connection, so no container is needed.
 """
 import json
-import os
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from ansible_run import ansible_env, run_playbook
+
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "inventory_ok"
-ANSIBLE_PLAYBOOK = pathlib.Path(sys.executable).parent / "ansible-playbook"
 
 
 @pytest.fixture
@@ -33,13 +30,8 @@ def edit_yaml(path, change):
 
 
 def run(playbook, inventory, *extra):
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_GATHERING="implicit")
-    proc = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory / "hosts.yml"), str(REPO / "playbooks" / playbook), *extra],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
-    return proc.returncode, proc.stdout + proc.stderr
+    return run_playbook(inventory / "hosts.yml", playbook, *extra, timeout=300,
+                        env=ansible_env(ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_GATHERING="implicit"))
 
 
 def local_os_as_supported():

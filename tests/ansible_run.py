@@ -1,0 +1,28 @@
+"""The one way the infrastructure tests run Ansible: the project's ansible.cfg,
+the tool venv's binaries, no colours, and the output captured for assertions.
+
+Importable from every test directory (tests/conftest.py puts tests/ on sys.path)."""
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+BIN = pathlib.Path(sys.executable).parent
+
+
+def ansible_env(**extra):
+    """Environment for ansible-* commands; `extra` adds or overrides variables."""
+    return dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                ANSIBLE_FORCE_COLOR="0", PATH=f"{BIN}:{os.environ['PATH']}", **extra)
+
+
+def run_playbook(inventory, playbook, *extra, vault_pass=None, env=None, timeout=1800):
+    """Run playbooks/<playbook> against `inventory`; return (returncode, stdout + stderr)."""
+    cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory)]
+    if vault_pass:
+        cmd += ["--vault-password-file", str(vault_pass)]
+    cmd += [str(REPO / "playbooks" / playbook), *extra]
+    proc = subprocess.run(cmd, cwd=REPO, env=env or ansible_env(), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
