@@ -100,7 +100,7 @@ E2E_CI := tests/lab tests/e2e/test_00_idempotence.py
 
 test-e2e: venv ## Bring up the lab, deploy, and run the end-to-end tests against it
 	$(MAKE) lab
-	$(PYTEST) $(E2E_CI)
+	SSAI_FAIL_ON_SKIP=1 $(PYTEST) -rs $(E2E_CI)
 
 test-drills: venv ## Every end-to-end test and failure drill against the running lab
 	$(PYTEST) tests/lab tests/e2e

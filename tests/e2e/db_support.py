@@ -5,6 +5,7 @@ The drills run against any inventory with db and backup hosts:
                      the Molecule scenario's inventory works too
                      (~/.ansible/tmp/molecule.*.db-cluster/inventory after `molecule converge -s db-cluster`)
   DB_E2E_VAULT       vault password file (default .lab/vault-pass when it exists)
+  DB_E2E_LOG_DIR     optional: write every playbook's output there (<HHMMSS>-<playbook>.log)
 Hosts are reached like Ansible reaches them: `docker exec` for the docker
 connection, else ssh as ansible_user with sudo. Traffic goes only to the
 inventory's own addresses.
@@ -147,6 +148,12 @@ class Cluster:
         started = time.time()
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
         res.elapsed = time.time() - started
+        log_dir = os.environ.get("DB_E2E_LOG_DIR")
+        if log_dir:  # keep every playbook's output (e.g. with ANSIBLE_CALLBACKS_ENABLED=profile_tasks)
+            os.makedirs(log_dir, exist_ok=True)
+            stamp = time.strftime("%H%M%S", time.localtime(started))
+            with open(os.path.join(log_dir, f"{stamp}-{name}.log"), "w", encoding="utf-8") as fh:
+                fh.write(f"# {' '.join(cmd)}\n# rc={res.returncode} elapsed={res.elapsed:.1f}s\n{res.stdout}\n{res.stderr}")
         if check and res.returncode != 0:
             raise AssertionError(f"{name} failed ({res.returncode}):\n{res.stdout[-6000:]}\n{res.stderr[-2000:]}")
         return res
