@@ -1,10 +1,14 @@
 """The operator is not locked out by SSH changes: base.yml's ssh role is run
 twice (a real change, then back to the defaults); after each run a NEW ssh
 connection (no control master) as the inventory's user logs in and sudo works.
+Changes that would lock the operator out (AllowGroups without the operator's
+group, a port move) are refused before sshd_config changes.
 """
 from __future__ import annotations
 
 import subprocess
+
+import pytest
 
 from labutil import parse_recap, run_playbook
 
@@ -42,3 +46,21 @@ def test_ssh_changes_do_not_lock_out(lab_inventory):
     changed = {h: c["changed"] for h, c in parse_recap(out).items() if c.get("changed")}
     assert not changed, f"third run changed: {changed}"
     check_all(lab_inventory)
+
+
+@pytest.mark.parametrize("change", [
+    '{"ssh_allow_groups": ["no-such-operators"]}',   # operator not in AllowGroups
+    '{"ssh_port": 2222}',                            # sshd leaves the port this run uses
+])
+def test_change_that_would_lock_out_is_refused(lab_inventory, change):
+    """A change that would cut the operator off is refused before sshd is
+    touched: the run fails with the preflight's message, and a new login still
+    works with the settings of before."""
+    host = sorted(lab_inventory["_meta"]["hostvars"])[0]
+    before = fresh_ssh(lab_inventory, host, "sudo", "-n", "sha256sum", "/etc/ssh/sshd_config").stdout
+    rc, out = run_playbook("base.yml", "--tags", "ssh", "--limit", f"{host},localhost", "-e", change)
+    assert rc != 0, out[-4000:]
+    assert "Refusing to change sshd" in out, out[-4000:]
+    r = fresh_ssh(lab_inventory, host, "sudo", "-n", "sha256sum", "/etc/ssh/sshd_config")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == before and before

@@ -15,7 +15,7 @@ def line(status, method="POST", uri="/api/v1/auth/login", addr="203.0.113.7", st
 
 
 def regex(host, lines, filt):
-    host.run(f"rm -f /tmp/f2b-sample.log")
+    host.run("rm -f /tmp/f2b-sample.log")
     for ln in lines:
         host.run(f"printf '%s\\n' '{ln}' >> /tmp/f2b-sample.log")
     r = host.run(f"fail2ban-regex /tmp/f2b-sample.log /etc/fail2ban/filter.d/{filt}.conf")

@@ -17,5 +17,13 @@ def test_file_parses(host):
 
 
 def test_forwarding_untouched(host):
-    # the role never turns off forwarding unless asked
+    # the role never sets forwarding unless asked (sysctl_disable_ip_forward)
+    keys = [ln.split(" = ")[0] for ln in host.file("/etc/sysctl.d/60-socialsphere-hardening.conf")
+            .content_string.splitlines() if " = " in ln]
+    assert not [k for k in keys if "forward" in k], keys
     assert host.run("sysctl -n net.ipv4.ip_forward").rc == 0
+
+
+def test_extra_settings_merged(host):
+    # sysctl_extra_settings land in the file even when this kernel lacks the key
+    assert "net.ipv4.does_not_exist = 1" in host.file("/etc/sysctl.d/60-socialsphere-hardening.conf").content_string
