@@ -6,6 +6,7 @@ The drills run against any inventory with db and backup hosts:
                      (~/.ansible/tmp/molecule.*.db-cluster/inventory after `molecule converge -s db-cluster`)
   DB_E2E_VAULT       vault password file (default .lab/vault-pass when it exists)
   DB_E2E_LOG_DIR     optional: write every playbook's output there (<HHMMSS>-<playbook>.log)
+  DB_E2E_PLAYBOOKS   optional: another playbooks/ directory (e.g. an older version, to compare)
 Hosts are reached like Ansible reaches them: `docker exec` for the docker
 connection, else ssh as ansible_user with sudo. Traffic goes only to the
 inventory's own addresses.
@@ -95,8 +96,12 @@ class Cluster:
         return "16" if "Ubuntu" in self.run(host, "cat /etc/os-release").stdout else "15"
 
     def ca_file(self):
-        ca_dir = self.var(self.db[0], "internal_ca_dir") or str(REPO / ".lab" / "ca")
-        return os.path.join(ca_dir, "ca.crt")
+        ca_dir = self.var(self.db[0], "internal_ca_dir")
+        if not ca_dir or "{{" in str(ca_dir):  # a template (the lab's group_vars): the lab's default place
+            ca_dir = str(REPO / ".lab" / "ca")
+        path = os.path.join(ca_dir, "ca.crt")
+        assert os.path.exists(path), f"internal CA certificate {path} not found"
+        return path
 
     # --- commands on hosts ---------------------------------------------------
     def command(self, host, cmd):
@@ -141,7 +146,8 @@ class Cluster:
 
     # --- playbooks -----------------------------------------------------------
     def playbook(self, name, extra=None, check=True, timeout=1800):
-        cmd = [str(VENV_BIN / "ansible-playbook"), *self.inventory_args(), *_vault_args(), str(REPO / "playbooks" / name)]
+        playbooks = pathlib.Path(os.environ.get("DB_E2E_PLAYBOOKS", str(REPO / "playbooks")))
+        cmd = [str(VENV_BIN / "ansible-playbook"), *self.inventory_args(), *_vault_args(), str(playbooks / name)]
         for key, value in (extra or {}).items():
             cmd += ["-e", json.dumps({key: value})]
         env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
@@ -219,7 +225,7 @@ def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=No
                  db="socialsphere")
     workdir = tempfile.mkdtemp(prefix="db-drill-")
     log_path, stop_path = os.path.join(workdir, "writes.log"), os.path.join(workdir, "stop")
-    writer = subprocess.Popen([str(APP_PYTHON), str(WRITER), cluster.app_url(), table, log_path, stop_path, "240"])
+    writer = subprocess.Popen([str(APP_PYTHON), str(WRITER), cluster.app_url(), table, log_path, stop_path, "600"])
     try:
         deadline = time.time() + 60
         while time.time() < deadline and (not os.path.exists(log_path) or len(_read_log(log_path)[0]) < 30):
@@ -287,4 +293,78 @@ def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=No
         figures["second_run_changed"] = cluster.changed(again)
     cluster.psql(new, f"DROP TABLE {table}", db="socialsphere")
     log(f"[{mode}] after rejoin: {figures}")
+    return figures
+
+
+def switchover_drill(cluster, sync=None, log=print, second_run=True):
+    """Planned switchover under a continuous writer (db-switchover.yml), then db.yml
+    with the roles swapped in the inventory (must change nothing).
+
+    sync: replication mode to apply (None = the inventory's). Returns the figures;
+    the caller asserts lost_acknowledged_writes == 0 and second_run_changed == 0.
+    """
+    old = cluster.primary()
+    assert old, "no primary is running"
+    new = [h for h in cluster.db if h != old][0]
+    extra = {"db_preflight": False}
+    if sync is not None:
+        extra["postgresql_synchronous_replication"] = bool(sync)
+    cluster.set_roles({old: "primary", new: "replica"})
+    cluster.wait_streaming(old, new)
+
+    table = f"drill_switchover_{int(time.time())}"
+    cluster.psql(old, f"SET ROLE socialsphere_owner; CREATE TABLE {table} (id bigint PRIMARY KEY, written_at timestamptz NOT NULL)",
+                 db="socialsphere")
+    workdir = tempfile.mkdtemp(prefix="db-drill-")
+    log_path, stop_path = os.path.join(workdir, "writes.log"), os.path.join(workdir, "stop")
+    writer = subprocess.Popen([str(APP_PYTHON), str(WRITER), cluster.app_url(), table, log_path, stop_path, "1800"])
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and (not os.path.exists(log_path) or len(_read_log(log_path)[0]) < 30):
+            time.sleep(0.2)
+        before = len(_read_log(log_path)[0])
+        assert before >= 30, "the writer could not write before the drill"
+        log(f"[switchover] {old} -> {new} after {before} acknowledged writes")
+        t_play = time.time()
+        result = cluster.playbook("db-switchover.yml", dict(extra, db_switchover_target=new))
+        # writes must flow again (same multi-host URL) after the outage began;
+        # the switchover playbook also converges db.yml, which can outlast it.
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            acks_now, errs_now = _read_log(log_path)
+            outage = [t for _, t in errs_now if t >= t_play]
+            if outage and any(t > min(outage) for _, t in acks_now):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("no write succeeded after the switchover")
+        time.sleep(2)
+    finally:
+        open(stop_path, "w", encoding="utf-8").close()
+        writer.wait(timeout=30)
+
+    acks, errors = _read_log(log_path)
+    assert cluster.primary() == new, f"{new} is not the primary after the switchover"
+    present = {int(x) for x in cluster.psql(new, f"SELECT id FROM {table}", db="socialsphere").split()}
+    lost = sorted(i for i, _ in acks if i not in present)
+    # writes-down window: first failed attempt -> first acknowledged write after it
+    errs = sorted(t for _, t in errors if t >= t_play)
+    after = [t for _, t in acks if errs and t > errs[0]]
+    figures = {
+        "mode": "switchover",
+        "old_primary": old,
+        "new_primary": new,
+        "acknowledged_writes": len(acks),
+        "failed_attempts": len(errors),
+        "lost_acknowledged_writes": len(lost),
+        "writes_down_s": round(min(after) - errs[0], 2) if after else 0.0,
+        "switchover_playbook_s": round(result.elapsed, 2),
+    }
+    cluster.set_roles({new: "primary", old: "replica"})
+    cluster.wait_streaming(new, old)
+    if second_run:
+        again = cluster.playbook("db.yml", extra)
+        figures["second_run_changed"] = cluster.changed(again)
+    cluster.psql(new, f"DROP TABLE {table}", db="socialsphere")
+    log(f"[switchover] {figures}")
     return figures
