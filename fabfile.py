@@ -45,8 +45,10 @@ ROOT = "/srv/socialsphere"
 HAPROXY_SOCKET = "/run/haproxy/admin.sock"
 HAPROXY_BACKEND = "be_app"
 APP_PORT = 8000
-DRAIN_TIMEOUT = 60  # seconds for a drained server's sessions to reach 0
-READY_TIMEOUT = 90  # seconds for /readyz and HAProxy's health checks after a reload
+# Seconds for a drained server's sessions to reach 0, and for /readyz and HAProxy's
+# health checks after a reload (SSAI_DRAIN_TIMEOUT, SSAI_READY_TIMEOUT override them).
+DRAIN_TIMEOUT = float(os.environ.get("SSAI_DRAIN_TIMEOUT", "60"))
+READY_TIMEOUT = float(os.environ.get("SSAI_READY_TIMEOUT", "90"))
 
 # Runs on the edge host (as root): one runtime API command, prints the answer.
 _HAPROXY_CLIENT = (
@@ -207,7 +209,9 @@ def switch(conn: Connection, version: str) -> None:
     target = f"{ROOT}/releases/{version}"
     _sudo(conn, f"test -f {shlex.quote(target)}/venv/.complete")
     # New symlink + rename(2): `current` is never missing or half-written.
-    _sudo(conn, f"ln -sfn {shlex.quote(target)} {ROOT}/.current.new && mv -Tf {ROOT}/.current.new {ROOT}/current")
+    # One shell under sudo: `sudo a && b` would run b as the deploy user.
+    script = f"ln -sfn {shlex.quote(target)} {ROOT}/.current.new && mv -Tf {ROOT}/.current.new {ROOT}/current"
+    _sudo(conn, f"sh -c {shlex.quote(script)}")
 
 
 def worker_releases(conn: Connection) -> list[str]:
@@ -228,6 +232,18 @@ def wait_ready(host: Host, conn: Connection, version: str) -> None:
     script = shlex.quote(_READYZ_CLIENT)
     _wait(f"{host.name}: {url} = 200",
           lambda: (conn.run(f"python3 -c {script} {url}", hide=True, warn=True).ok, None), READY_TIMEOUT)
+
+
+def restore(host: Host, conn: Connection, edges, version: str) -> None:
+    """Back to ``version`` after a failed switch. A release that crashed Gunicorn may
+    have left the service stopped or start-limited: clear that and (re)start it,
+    otherwise reload gracefully."""
+    switch(conn, version)
+    _sudo(conn, "systemctl reset-failed socialsphere.service", warn=True)
+    _sudo(conn, "systemctl reload-or-restart socialsphere.service")
+    wait_ready(host, conn, version)
+    _log(f"  {host.name}: /readyz 200 on {version}")
+    make_ready(edges, host.name)
 
 
 def activate(host: Host, conn: Connection, edges, version: str) -> None:
@@ -271,10 +287,7 @@ def rolling(version: str, *, what: str) -> None:
             if before and before != version:
                 _log(f"{host.name}: back to {before}")
                 try:
-                    switch(conn, before)
-                    _sudo(conn, "systemctl reload socialsphere.service")
-                    wait_ready(host, conn, before)
-                    make_ready(edges, host.name)
+                    restore(host, conn, edges, before)
                 except Exception as exc2:  # noqa: BLE001
                     _log(f"{host.name}: the old release is not ready either ({exc2}): left drained")
             raise SystemExit(f"{what} stopped at {host.name}; later hosts untouched. Run `fab status`.")

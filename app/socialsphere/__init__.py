@@ -169,8 +169,9 @@ def _security_headers(app: Flask) -> None:
         h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         h.setdefault("Content-Security-Policy", CSP)
-        if app.config["ENV_NAME"] == "production":
-            h.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+        # No Strict-Transport-Security here: TLS ends at the edge, and the edge
+        # (roles/nginx) sends HSTS on every HTTPS response; a second copy from the
+        # app would reach clients twice.
         if request.path.startswith("/api/"):
             h.setdefault("Cache-Control", "no-store")
         origin = request.headers.get("Origin")

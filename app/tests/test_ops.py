@@ -190,13 +190,15 @@ def test_security_headers(client):
     assert h["Referrer-Policy"] == "no-referrer"
     assert h["Cache-Control"] == "no-store"
     assert "Access-Control-Allow-Origin" not in h  # CORS off by default
-    assert "Strict-Transport-Security" not in h  # production only
+    assert "Strict-Transport-Security" not in h
 
 
-def test_hsts_in_production(make_app):
+def test_no_hsts_from_the_app_in_production(make_app):
+    # The edge (Nginx) owns HSTS; the app must not add a second header.
     app = make_app(ENV_NAME="production")
     r = app.test_client().get("/healthz")
-    assert "max-age=63072000" in r.headers["Strict-Transport-Security"]
+    assert r.status_code == 200
+    assert "Strict-Transport-Security" not in r.headers
 
 
 def test_cors_off_by_default(client):

@@ -7,6 +7,7 @@
 #   tests/bench/rolling-release.sh                # new release = checkout re-versioned (.bench<time>)
 #   VERSION=1.0.0+gabc12345 tests/bench/rolling-release.sh
 #   RPS=60 THREADS=6 DURATION_MAX=600 tests/bench/rolling-release.sh
+#   LAB_INVENTORY=inventories/lab/hosts-<lab>.yml tests/bench/rolling-release.sh   # another lab
 #
 # Needs the lab up and deployed (make lab). Exit status 1 when a request failed.
 set -euo pipefail
@@ -14,11 +15,13 @@ repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
 export PATH="$repo/.venv/bin:$PATH"
 export SSAI_E2E_LOAD_RPS="${RPS:-60}" SSAI_E2E_LOAD_THREADS="${THREADS:-6}" SSAI_E2E_LOAD_MAX_SECONDS="${DURATION_MAX:-600}"
-export SSAI_INVENTORY="${SSAI_INVENTORY:-$repo/inventories/lab/hosts.yml}"
+export LAB_INVENTORY="${LAB_INVENTORY:-$repo/inventories/lab/hosts.yml}"
+export SSAI_INVENTORY="${SSAI_INVENTORY:-$LAB_INVENTORY}"
+echo "# before: $(uptime)"
 export SSAI_VAULT_PASSWORD_FILE="${SSAI_VAULT_PASSWORD_FILE:-$repo/.lab/vault-pass}"
 
 exec python3 - "${VERSION:-}" <<'PY'
-import sys, time
+import os, sys, time
 sys.path[:0] = ["tests/e2e"]
 from labutil import lab_inventory_data
 from test_app_support import Edge, LoadGenerator, build_release, fab
@@ -38,5 +41,6 @@ if res.returncode:
     print(res.stderr[-3000:], file=sys.stderr)
 print(f"rollout: {rollout:.1f}s, fab exit {res.returncode}")
 print(f"load: {load.result.summary()}")
+print(f"# after: {os.popen('uptime').read().strip()}")
 sys.exit(1 if res.returncode or load.result.failed else 0)
 PY

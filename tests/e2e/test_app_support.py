@@ -60,10 +60,11 @@ def pebble_root(inv: dict) -> str:
     svc = group_hosts(inv, "labsvc")
     if not svc:
         pytest.skip("no lab services host (Pebble) in the lab")
-    # Pebble's management API answers on the services host itself.
-    res = lab_exec(inv, svc[0], "curl", "-sS", "--insecure", "https://127.0.0.1:15000/roots/0", check=False)
+    # Pebble's management API listens on the services host's lab address (roles/lab_services).
+    url = f"https://{host_address(inv, svc[0])}:15000/roots/0"
+    res = lab_exec(inv, svc[0], "curl", "-sS", "--insecure", url, check=False)
     if res.returncode != 0 or "BEGIN CERTIFICATE" not in res.stdout:
-        pytest.skip(f"cannot read Pebble's root from {svc[0]}: {res.stderr.strip()}")
+        pytest.fail(f"cannot read Pebble's root from {svc[0]} ({url}): {res.stderr.strip()}")
     return res.stdout
 
 
@@ -88,7 +89,7 @@ class Edge:
     context: ssl.SSLContext
 
     @classmethod
-    def from_inventory(cls, inv: dict) -> "Edge":
+    def from_inventory(cls, inv: dict) -> Edge:
         allv = lab_all_vars(inv)
         ctx = ssl.create_default_context(cadata=pebble_root(inv))
         return cls(allv["lab_vip"], allv["socialsphere_domain"], ctx)
@@ -127,10 +128,15 @@ class LoadResult:
 class LoadGenerator:
     """Constant, rate-limited GET load through the edge in background threads (keep-alive,
     one connection per thread, reconnect on close). A request fails on any status other
-    than 200 or any exception. Bounded by LOAD_MAX_SECONDS whatever happens."""
+    than 200 or any exception. Bounded by max_seconds (LOAD_MAX_SECONDS) whatever
+    happens; ``ran_out`` tells that the bound, not the test, stopped it (the load then
+    did not cover the whole operation under test)."""
 
-    def __init__(self, edge: Edge, path: str = READ_PATH, rps: float = LOAD_RPS, threads: int = LOAD_THREADS):
+    def __init__(self, edge: Edge, path: str = READ_PATH, rps: float = LOAD_RPS, threads: int = LOAD_THREADS,
+                 max_seconds: float = LOAD_MAX_SECONDS):
         self.edge, self.path, self.rps, self.threads = edge, path, rps, threads
+        self.max_seconds = max_seconds
+        self.ran_out = False
         self.result = LoadResult()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -141,7 +147,10 @@ class LoadGenerator:
         interval = self.threads / self.rps
         conn = None
         next_at = time.monotonic()
-        while not self._stop.is_set() and time.monotonic() - self._start < LOAD_MAX_SECONDS:
+        while not self._stop.is_set():
+            if time.monotonic() - self._start >= self.max_seconds:
+                self.ran_out = True
+                break
             next_at += interval
             t0 = time.monotonic()
             status, error = None, None
@@ -176,7 +185,7 @@ class LoadGenerator:
         if conn is not None:
             conn.close()
 
-    def __enter__(self) -> "LoadGenerator":
+    def __enter__(self) -> LoadGenerator:
         self._start = time.monotonic()
         for _ in range(self.threads):
             t = threading.Thread(target=self._worker, daemon=True)
@@ -189,12 +198,22 @@ class LoadGenerator:
         for t in self._workers:
             t.join(timeout=30)
         self.result.seconds = time.monotonic() - self._start
-        print("load:", self.result.summary(), file=sys.stderr)
+        print("load:", self.result.summary(), "(stopped by its time bound)" if self.ran_out else "",
+              file=sys.stderr)
 
 
-def fab(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    """Run a Fabric task of fabfile.py against the lab inventory."""
-    env = dict(ansible_env(), SSAI_INVENTORY=str(INVENTORY), SSAI_VAULT_PASSWORD_FILE=str(VAULT_PASS))
+def labctl(inv: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run lab/labctl on the lab of this inventory (LAB_NAME/LAB_SUBNET from its variables)."""
+    allv = lab_all_vars(inv)
+    env = dict(os.environ, LAB_NAME=allv["lab_name"], LAB_SUBNET=allv["lab_network_cidr"],
+               LAB_INVENTORY=str(INVENTORY))
+    return subprocess.run([str(REPO / "lab" / "labctl"), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def fab(*args: str, timeout: int = 1800, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a Fabric task of fabfile.py against the lab inventory (env: extra variables)."""
+    env = dict(ansible_env(), SSAI_INVENTORY=str(INVENTORY), SSAI_VAULT_PASSWORD_FILE=str(VAULT_PASS), **(env or {}))
     fab_bin = os.path.join(os.path.dirname(sys.executable), "fab")
     return subprocess.run([fab_bin, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)

@@ -40,14 +40,34 @@ def test_acme_path_is_not_redirected(lab_inventory):
     conn.close()
 
 
+def _head(edge, path):
+    conn = edge.connection()
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        return resp
+    finally:
+        conn.close()
+
+
 def test_hsts_security_headers_and_request_id(lab_inventory):
     edge = Edge.from_inventory(lab_inventory)
-    conn = edge.connection()
-    conn.request("GET", "/readyz")
-    resp = conn.getresponse()
-    resp.read()
-    assert resp.getheader("Strict-Transport-Security") == "max-age=63072000"
+    resp = _head(edge, "/readyz")
+    assert resp.headers.get_all("Strict-Transport-Security") == ["max-age=63072000"]
     assert "default-src 'self'" in resp.getheader("Content-Security-Policy", "")
     assert resp.getheader("X-Content-Type-Options") == "nosniff"
     assert len(resp.getheader("X-Request-ID", "")) >= 8
-    conn.close()
+
+
+def test_hsts_is_sent_exactly_once(lab_inventory):
+    """Nginx owns HSTS and the other security headers it sets: one of each on
+    proxied app responses (any status) and on what Nginx serves itself, whatever
+    the app release sends."""
+    edge = Edge.from_inventory(lab_inventory)
+    for path in ("/readyz", READ_PATH, "/api/v1/does-not-exist", "/static/not-hashed.css"):
+        resp = _head(edge, path)
+        values = resp.headers.get_all("Strict-Transport-Security") or []
+        assert values == ["max-age=63072000"], (path, resp.status, values)
+        for name in ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy"):
+            assert len(resp.headers.get_all(name) or []) == 1, (path, name, resp.headers.get_all(name))

@@ -1,54 +1,172 @@
 """Rolling release under load: `fab deploy` of a new release, then `fab rollback`,
 each while constant read traffic flows through the edge VIP; 0 failed requests.
+Then a release that cannot start (its code crashes Gunicorn's workers on one host)
+stops the rollout there and leaves the old release serving, again under load.
 
 The new release is the checkout's sources re-versioned (`scripts/build-release
 --version-suffix e2e<N>`): the code path of a real release (upload, offline
 install, migration check, drain, switch, HUP, /readyz, ready) without needing a
-code change. HAProxy's retries are on in the lab; the test also checks that every
-host was drained (HAProxy saw it DRAIN) rather than relying on them.
+code change. HAProxy's retries are on in the lab, so the test also watches every
+HAProxy during the rollout and requires each app host to have been seen in DRAIN
+there (drained before its switch) rather than relying on the retries.
 """
+import os
+import threading
 import time
 
+import pytest
+
+from labutil import run_playbook
 from test_app_support import (Edge, LoadGenerator, build_release, current_release, fab,
-                              group_hosts, haproxy_servers)
+                              group_hosts, haproxy_servers, host_address, lab_exec)
+
+ROOT = "/srv/socialsphere"
+# The load covers the whole `fab deploy`, whose prepare step (install on every app
+# host + migrate) takes 15+ minutes on this machine when it is loaded.
+DEPLOY_MAX_SECONDS = 3600
 
 
 def _releases(inv):
     return {h: current_release(inv, h) for h in group_hosts(inv, "app")}
 
 
-def test_rolling_release_under_load_has_zero_failed_requests(lab_inventory):
-    edge = Edge.from_inventory(lab_inventory)
-    before = _releases(lab_inventory)
-    suffix = "e2e" + time.strftime("%H%M%S")
-    version = build_release(suffix)
-    assert version not in before.values()
+def _main_pid(inv, host):
+    return lab_exec(inv, host, "systemctl", "show", "-p", "MainPID", "--value", "socialsphere.service").stdout.strip()
 
-    with LoadGenerator(edge) as load:
+
+class HaproxyWatch:
+    """Samples `show stat` of every edge HAProxy in the background; records the
+    statuses each app server went through."""
+
+    def __init__(self, inv):
+        self.inv = inv
+        self.seen: dict[tuple[str, str], set[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for edge_host in group_hosts(self.inv, "edge"):
+                try:
+                    servers = haproxy_servers(self.inv, edge_host)
+                except Exception:  # noqa: BLE001 - a missed sample is not a result
+                    continue
+                for name, row in servers.items():
+                    self.seen.setdefault((edge_host, name), set()).add(row["status"].split()[0])
+            self._stop.wait(0.3)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def new_release(lab_inventory):
+    before = set(_releases(lab_inventory).values())
+    assert len(before) == 1, f"app hosts run different releases: {before}"
+    version = build_release("e2e" + time.strftime("%H%M%S"))
+    assert version not in before
+    return {"old": next(iter(before)), "new": version}
+
+
+def test_rolling_release_under_load_has_zero_failed_requests(lab_inventory, new_release):
+    edge = Edge.from_inventory(lab_inventory)
+    apps = group_hosts(lab_inventory, "app")
+    version, previous = new_release["new"], new_release["old"]
+
+    with HaproxyWatch(lab_inventory) as watch, LoadGenerator(edge, max_seconds=DEPLOY_MAX_SECONDS) as load:
         time.sleep(3)
+        t0 = time.monotonic()
         res = fab("deploy", "--version", version)
+        deploy_seconds = time.monotonic() - t0
         time.sleep(3)
     print(res.stdout[-4000:])
+    print(f"deploy {previous} -> {version}: {deploy_seconds:.0f}s; {load.result.summary()}")
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert not load.ran_out
     assert load.result.total > 100, load.result.summary()
     assert load.result.failed == 0, load.result.summary()
     assert set(_releases(lab_inventory).values()) == {version}
-    for host in group_hosts(lab_inventory, "app"):
-        assert f"{host}: " in res.stdout and "drain" in res.stdout
     for edge_host in group_hosts(lab_inventory, "edge"):
+        for host in apps:
+            assert "DRAIN" in watch.seen.get((edge_host, host), set()), \
+                f"{edge_host}: {host} was never seen DRAIN during the rollout ({watch.seen})"
         servers = haproxy_servers(lab_inventory, edge_host)
-        for host in group_hosts(lab_inventory, "app"):
+        for host in apps:
             assert servers[host]["status"].startswith("UP"), (edge_host, host, servers[host]["status"])
 
     # Rollback to what ran before, under load as well.
-    previous = next(iter(set(before.values())))
-    with LoadGenerator(edge) as load:
+    with HaproxyWatch(lab_inventory) as watch, LoadGenerator(edge, max_seconds=DEPLOY_MAX_SECONDS) as load:
         time.sleep(3)
+        t0 = time.monotonic()
         res = fab("rollback", "--version", previous)
+        rollback_seconds = time.monotonic() - t0
         time.sleep(3)
+    print(f"rollback {version} -> {previous}: {rollback_seconds:.0f}s; {load.result.summary()}")
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert not load.ran_out
+    assert load.result.total > 50, load.result.summary()
     assert load.result.failed == 0, load.result.summary()
     assert set(_releases(lab_inventory).values()) == {previous}
+    for edge_host in group_hosts(lab_inventory, "edge"):
+        for host in apps:
+            assert "DRAIN" in watch.seen.get((edge_host, host), set()), (edge_host, host, watch.seen)
+
+
+def test_failed_release_leaves_the_old_one_serving(lab_inventory, new_release):
+    """The new release is installed everywhere but crashes on the first app host
+    (its WSGI module raises on import: workers cannot boot). `fab deploy` must stop
+    there, put that host back on the old release and into rotation, leave the
+    other hosts alone, and the load must not notice."""
+    inv = lab_inventory
+    edge = Edge.from_inventory(inv)
+    apps = group_hosts(inv, "app")
+    version, previous = new_release["new"], new_release["old"]
+    assert set(_releases(inv).values()) == {previous}
+    broken, others = apps[0], apps[1:]
+    release_dir = f"{ROOT}/releases/{version}"
+    if lab_exec(inv, broken, "test", "-f", f"{release_dir}/venv/.complete", check=False).returncode:
+        rc, out = run_playbook("app.yml", "-e", f"socialsphere_release={version}", "-e", "app_activate=false",
+                               "-e", "app_preflight=false")
+        assert rc == 0, out[-4000:]
+    res = lab_exec(inv, broken, "sh", "-c",
+                   f"set -e; f=$(ls {release_dir}/venv/lib/python3*/site-packages/socialsphere/wsgi.py); "
+                   "echo 'raise RuntimeError(\"e2e: this release is broken\")' > \"$f\"; echo \"$f\"")
+    assert res.returncode == 0, res.stderr
+    pids_before = {h: _main_pid(inv, h) for h in others}
+    try:
+        with LoadGenerator(edge, max_seconds=DEPLOY_MAX_SECONDS) as load:
+            time.sleep(3)
+            t0 = time.monotonic()
+            res = fab("deploy", "--version", version, "--skip-prepare",
+                      env={"SSAI_READY_TIMEOUT": os.environ.get("SSAI_E2E_READY_TIMEOUT", "45")})
+            seconds = time.monotonic() - t0
+            time.sleep(3)
+        print(res.stdout[-4000:])
+        print(f"failed deploy of {version}: fab exit {res.returncode} after {seconds:.0f}s; {load.result.summary()}")
+        assert res.returncode != 0, res.stdout[-3000:]
+        assert f"stopped at {broken}" in res.stdout + res.stderr, res.stdout[-3000:] + res.stderr[-3000:]
+        assert not load.ran_out
+        assert load.result.total > 50, load.result.summary()
+        assert load.result.failed == 0, load.result.summary()
+        assert _releases(inv) == {h: previous for h in apps}
+        # the broken host serves the old release again; later hosts were never touched
+        addr = host_address(inv, broken)
+        ready = lab_exec(inv, broken, "curl", "-fsS", f"http://{addr}:8000/readyz", check=False)
+        assert ready.returncode == 0, ready.stdout + ready.stderr
+        assert {h: _main_pid(inv, h) for h in others} == pids_before
+        for edge_host in group_hosts(inv, "edge"):
+            servers = haproxy_servers(inv, edge_host)
+            for host in apps:
+                assert servers[host]["status"].startswith("UP"), (edge_host, host, servers[host]["status"])
+    finally:
+        # Never leave a broken release where `fab rollback` could pick it.
+        for host in apps:
+            lab_exec(inv, host, "rm", "-rf", release_dir, check=False)
 
 
 def test_second_deploy_of_the_same_release_changes_nothing(lab_inventory):
