@@ -1,5 +1,4 @@
 """Certbot role: a real certificate from Pebble via HTTP-01 webroot, served by Nginx."""
-import json
 
 CURL = "curl -s --resolve socialsphere.test:443:127.0.0.1"
 
