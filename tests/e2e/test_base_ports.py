@@ -2,6 +2,8 @@
 topology allows for that peer (docs/contributing.md, "Ports") that have a
 service listening, and nothing else.
 
+The probed ports are the table's, a few extra well-known ones, and every port
+that any host listens on (from `ss`), so an unexpected listener is found too.
 The scan runs inside each peer (docker exec, python3 TCP connect with a short
 timeout) against lab addresses only: bounded (ports below x hosts, once).
 """
@@ -98,8 +100,10 @@ def all_hosts(inv):
 def scan_results(lab_inventory):
     inv = lab_inventory
     hosts = all_hosts(inv)
-    ports = sorted(set(TABLE) | set(EXTRA_PORTS))
     listen = {h: listening(inv, h) for h in hosts}
+    # Every port any host listens on is probed from every peer, so a service
+    # the table does not know about is found (and must be closed to all).
+    ports = sorted(set(TABLE) | set(EXTRA_PORTS) | set().union(*listen.values()))
 
     def scan_from(peer):
         targets = [addr(inv, h) for h in hosts if h != peer]
