@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import socket
 import ssl
 import subprocess
@@ -115,6 +116,8 @@ class LoadResult:
     errors: Counter = field(default_factory=Counter)
     latencies: list = field(default_factory=list)
     seconds: float = 0.0
+    # keep-alive connections found closed by the server before reuse (reopened)
+    stale_reopened: int = 0
 
     def summary(self) -> str:
         lat = sorted(self.latencies) or [0.0]
@@ -122,12 +125,30 @@ class LoadResult:
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
         return (f"{self.total} requests in {self.seconds:.1f}s ({self.total / max(self.seconds, 0.001):.0f} req/s), "
                 f"{self.failed} failed, statuses {dict(self.statuses)}, errors {dict(self.errors)}, "
-                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, {self.stale_reopened} idle keep-alive connections "
+                "closed by the server and reopened")
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """True when an idle keep-alive connection was closed by the server (its socket
+    is readable: EOF or a TLS close_notify). The check urllib3 (and so requests)
+    and browsers make before reusing a pooled connection; a request that fails
+    on a connection that was alive when it was sent still counts as failed."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class LoadGenerator:
     """Constant, rate-limited GET load through the edge in background threads (keep-alive,
-    one connection per thread, reconnect on close). A request fails on any status other
+    one connection per thread, reconnect on close; like urllib3 and browsers, an idle
+    connection the server has closed, e.g. Nginx's old workers on a reload, is
+    reopened before it is reused, and counted). A request fails on any status other
     than 200 or any exception. Bounded by max_seconds (LOAD_MAX_SECONDS) whatever
     happens; ``ran_out`` tells that the bound, not the test, stopped it (the load then
     did not cover the whole operation under test)."""
@@ -155,6 +176,11 @@ class LoadGenerator:
             t0 = time.monotonic()
             status, error = None, None
             try:
+                if conn is not None and _dropped(conn):
+                    conn.close()
+                    conn = None
+                    with self._lock:
+                        self.result.stale_reopened += 1
                 if conn is None:
                     conn = self.edge.connection()
                 conn.request("GET", self.path, headers={"User-Agent": "ssai-e2e-load"})

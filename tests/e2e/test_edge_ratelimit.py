@@ -1,14 +1,16 @@
 """A login flood from one client gets 429s (HAProxy's per-IP login limit) while
 another client is served: its reads and its own login attempts reach the app.
 
-The flood is sent on one keep-alive connection: fail2ban on the edge hosts (its
-socialsphere-auth jail) also bans the flooder after 10 failed logins, for new
-connections. The test lifts that ban afterwards: the flooder is the lab services
+The flood is sent on one keep-alive connection: fail2ban on the edge host holding
+the VIP bans the flooder for new connections in both edge jails (socialsphere-auth:
+failed logins; socialsphere-ratelimit: 429s), which the test waits for and asserts.
+It lifts that ban afterwards (and checks it is gone): the flooder is the lab services
 host, whose Pebble must keep reaching the edge for certificate renewals."""
 import json
 import threading
+import time
 
-from edge_support import Edge, domain, group_hosts, host_address, lab_exec, vip
+from edge_support import Edge, domain, group_hosts, host_address, lab_exec, vip, vip_holder
 from test_app_support import READ_PATH, pebble_root
 
 FLOOD = 40
@@ -25,9 +27,32 @@ def _clear_login_counters(inv):
         lab_exec(inv, edge_host, "python3", "-c", script)
 
 
+JAILS = ("socialsphere-auth", "socialsphere-ratelimit")  # roles/fail2ban, edge hosts
+
+
 def _unban(inv, address):
     for edge_host in group_hosts(inv, "edge"):
         lab_exec(inv, edge_host, "fail2ban-client", "unban", address, check=False)
+
+
+def _jails_banning(inv, edge_host, address):
+    out = {}
+    for jail in JAILS:
+        status = lab_exec(inv, edge_host, "fail2ban-client", "status", jail).stdout
+        out[jail] = address in status.split("Banned IP list:")[-1].split()
+    return out
+
+
+def _wait_banned(inv, edge_host, address, timeout=30):
+    """fail2ban reads the logs asynchronously: wait until both edge jails ban."""
+    deadline = time.monotonic() + timeout
+    banned = {}
+    while time.monotonic() < deadline:
+        banned = _jails_banning(inv, edge_host, address)
+        if all(banned.values()):
+            break
+        time.sleep(0.5)
+    return banned
 
 
 def _login(edge):
@@ -65,11 +90,18 @@ def test_login_flood_gets_429_while_others_are_served(lab_inventory):
         f"-H 'Content-Type: application/json' -d '{json.dumps(BAD_LOGIN)}' "
         + " ".join([f"-o /dev/null {url}"] * FLOOD)
     )
+    holder = vip_holder(lab_inventory)
+    banned = {}
     try:
         flood = lab_exec(lab_inventory, flooder, "sh", "-c", script, timeout=120).stdout.split()
+        # 30 failed logins and 30 429s: the edge jails ban the flooder (through ufw).
+        banned = _wait_banned(lab_inventory, holder, flooder_address)
     finally:
         t.join(60)
         _unban(lab_inventory, flooder_address)
+    print(f"{holder}: fail2ban bans of {flooder_address}: {banned}")
+    assert banned and all(banned.values()), f"{holder} did not ban the flooder in every edge jail: {banned}"
+    assert not any(_jails_banning(lab_inventory, holder, flooder_address).values()), "the ban was not lifted"
     # The other client (this machine) logs in (badly) after the flood: the app answers it.
     other_logins = [_login(edge) for _ in range(3)]
     print("flood:", flood, "others:", statuses, "other client's logins:", [s for s, _ in other_logins])
