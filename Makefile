@@ -95,14 +95,15 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # The end-to-end tests CI runs, on the one lab `make lab` built, in this order:
 # the idempotence gate first (before any drill disturbs the lab), then the
 # checks and the short drills (about 5 min together on an idle 2-core machine:
-# metrics, port scan, fail2ban ban/unban, replication, PITR restore drill, TLS,
+# metrics, port scan, fail2ban ban/unban, replication, PITR restore drill, the
+# stale-inventory guard of the database tier, TLS,
 # rate limits, certificate renewal under load, edge VIP failover, app host
 # failures under load). The long drills (database failover in both modes and
 # switchover, rolling release, scale-out, SSH lock-out, about 35 min together)
 # run with `make test-drills`; CI's 45 minutes do not hold them.
 E2E_CI := tests/lab tests/e2e/test_00_idempotence.py \
 	tests/e2e/test_metrics.py tests/e2e/test_base_ports.py tests/e2e/test_base_fail2ban.py \
-	tests/e2e/test_db_replication.py tests/e2e/test_db_restore.py \
+	tests/e2e/test_db_replication.py tests/e2e/test_db_restore.py tests/e2e/test_db_inventory_guard.py \
 	tests/e2e/test_edge_tls.py tests/e2e/test_edge_ratelimit.py tests/e2e/test_edge_certbot_renew.py \
 	tests/e2e/test_edge_failover.py tests/e2e/test_app_failures.py
 
