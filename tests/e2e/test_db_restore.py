@@ -1,5 +1,5 @@
-"""Restore drill (issue 5): sentinel rows, note the time, DROP TABLE, point-in-time
-restore to before the drop (playbooks/db-restore.yml, scratch mode on the replica)
+"""Restore drill (issue 5): sentinel rows, note the time (or create a named restore
+point), DROP TABLE, point-in-time restore to before the drop (playbooks/db-restore.yml, scratch mode on the replica)
 -> table and rows back with equal count and checksum.
 Run: DB_E2E_INVENTORY=... pytest tests/e2e/test_db_restore.py -s
 """
@@ -26,7 +26,10 @@ def cluster():
     return c
 
 
-def test_restore_to_before_drop_table(cluster):
+@pytest.mark.parametrize("target_type", ["time", "name"])
+def test_restore_to_before_drop_table(cluster, target_type):
+    """target_type time: restore to a timestamp noted before the drop; name: to a
+    restore point created with pg_create_restore_point() before the drop."""
     primary = cluster.primary()
     target_host = next((h for h in cluster.db if h != primary), primary)
     cluster.psql(primary, "SET ROLE socialsphere_owner; DROP TABLE IF EXISTS drill_sentinel; "
@@ -36,7 +39,11 @@ def test_restore_to_before_drop_table(cluster):
     expected = cluster.psql(primary, CHECKSUM, db="socialsphere")
     assert expected.startswith("5000:")
     time.sleep(1.5)
-    target = cluster.psql(primary, "SELECT now()")
+    if target_type == "time":
+        target = cluster.psql(primary, "SELECT now()")
+    else:
+        target = f"before_drop_{int(time.time())}"
+        cluster.psql(primary, f"SELECT pg_create_restore_point('{target}')")
     time.sleep(1.5)
     cluster.psql(primary, "DROP TABLE drill_sentinel", db="socialsphere")
     # archive the WAL holding the drop (check waits until the switched segment is in the repository)
@@ -46,7 +53,7 @@ def test_restore_to_before_drop_table(cluster):
     report = pathlib.Path(tempfile.mkdtemp(prefix="db-restore-")) / "report.json"
     cluster.playbook("db-restore.yml", {
         "db_restore_mode": "scratch",
-        "db_restore_type": "time",
+        "db_restore_type": target_type,
         "db_restore_target": target,
         "db_restore_host": target_host,
         "db_restore_report": str(report),
