@@ -53,6 +53,15 @@ def lab_exec(inv: dict, host: str, *cmd: str, check: bool = True, timeout: int =
                           check=check, timeout=timeout)
 
 
+def fail2ban_banned(inv: dict, host: str, jail: str) -> list[str]:
+    """Addresses a fail2ban jail on a lab host bans right now."""
+    status = lab_exec(inv, host, "fail2ban-client", "status", jail).stdout
+    for line in status.splitlines():
+        if "Banned IP list:" in line:
+            return line.split("Banned IP list:")[1].split()
+    return []
+
+
 def pebble_root(inv: dict) -> str:
     """PEM of the CA that issued the edge certificate (Pebble's root, from svc1)."""
     ca_file = os.environ.get("SSAI_E2E_CA_FILE")

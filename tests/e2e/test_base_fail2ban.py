@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from test_app_support import fail2ban_banned
+
 ATTACKER_GROUP, VICTIM_GROUP = "app", "db"
 UFW_LIMIT_WINDOW = 30
 
@@ -32,11 +34,7 @@ def tcp_from(inv, host, ip, port=22):
 
 
 def banned(inv, victim):
-    out = dexec(inv, victim, "fail2ban-client", "status", "sshd").stdout
-    for line in out.splitlines():
-        if "Banned IP list:" in line:
-            return line.split("Banned IP list:")[1].split()
-    return []
+    return fail2ban_banned(inv, victim, "sshd")
 
 
 def failures(inv, victim):

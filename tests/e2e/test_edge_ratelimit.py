@@ -11,7 +11,7 @@ import threading
 import time
 
 from edge_support import Edge, domain, group_hosts, host_address, lab_exec, vip, vip_holder
-from test_app_support import READ_PATH, pebble_root
+from test_app_support import READ_PATH, fail2ban_banned, pebble_root
 
 FLOOD = 40
 LOGIN_MAX = 10  # roles/haproxy: haproxy_ratelimit_login_max (per client IP and minute)
@@ -36,11 +36,7 @@ def _unban(inv, address):
 
 
 def _jails_banning(inv, edge_host, address):
-    out = {}
-    for jail in JAILS:
-        status = lab_exec(inv, edge_host, "fail2ban-client", "status", jail).stdout
-        out[jail] = address in status.split("Banned IP list:")[-1].split()
-    return out
+    return {jail: address in fail2ban_banned(inv, edge_host, jail) for jail in JAILS}
 
 
 def _wait_banned(inv, edge_host, address, timeout=30):
