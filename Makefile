@@ -99,8 +99,9 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # stale-inventory guard of the database tier, TLS,
 # rate limits, certificate renewal under load, edge VIP failover, app host
 # failures under load). The long drills (database failover in both modes and
-# switchover, rolling release, scale-out, SSH lock-out, about 35 min together)
-# run with `make test-drills`; CI's 45 minutes do not hold them.
+# switchover, in-place restore, controlled patch of the held packages, rolling
+# release, scale-out, SSH lock-out, about 45 min together) run with
+# `make test-drills`; CI's 45 minutes do not hold them.
 E2E_CI := tests/lab tests/e2e/test_00_idempotence.py \
 	tests/e2e/test_metrics.py tests/e2e/test_base_ports.py tests/e2e/test_base_fail2ban.py \
 	tests/e2e/test_db_replication.py tests/e2e/test_db_restore.py tests/e2e/test_db_inventory_guard.py \
