@@ -194,6 +194,16 @@ def _read_log(path):
     return acks, errors
 
 
+def _second_run(cluster, extra, figures):
+    """Converge once more after a drill and count the changes (must be 0): db.yml,
+    which holds everything that depends on the roles, or the playbook named in
+    DB_E2E_SECOND_RUN (e.g. site.yml, the whole deployment: about 9 min more)."""
+    second = os.environ.get("DB_E2E_SECOND_RUN", "db.yml")
+    again = cluster.playbook(second, extra)
+    figures["second_run"] = second
+    figures["second_run_changed"] = cluster.changed(again)
+
+
 def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=None, second_run=True):
     """Kill the primary under a continuous writer, run db-failover.yml, measure, rejoin.
 
@@ -290,12 +300,7 @@ def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=No
         else "pg_basebackup" if re.search(r"Copy the primary with pg_basebackup\][^\n]*\n+changed:", rejoin.stdout)
         else "none")
     if second_run:
-        # db.yml holds everything that depends on the roles; DB_E2E_SECOND_RUN=site.yml
-        # runs the whole deployment instead (about 9 min more).
-        second = os.environ.get("DB_E2E_SECOND_RUN", "db.yml")
-        again = cluster.playbook(second, extra)
-        figures["second_run"] = second
-        figures["second_run_changed"] = cluster.changed(again)
+        _second_run(cluster, extra, figures)
     cluster.psql(new, f"DROP TABLE {table}", db="socialsphere")
     log(f"[{mode}] after rejoin: {figures}")
     return figures
@@ -368,12 +373,7 @@ def switchover_drill(cluster, sync=None, log=print, second_run=True):
     cluster.set_roles({new: "primary", old: "replica"})
     cluster.wait_streaming(new, old)
     if second_run:
-        # db.yml holds everything that depends on the roles; DB_E2E_SECOND_RUN=site.yml
-        # runs the whole deployment instead (about 9 min more).
-        second = os.environ.get("DB_E2E_SECOND_RUN", "db.yml")
-        again = cluster.playbook(second, extra)
-        figures["second_run"] = second
-        figures["second_run_changed"] = cluster.changed(again)
+        _second_run(cluster, extra, figures)
     cluster.psql(new, f"DROP TABLE {table}", db="socialsphere")
     log(f"[switchover] {figures}")
     return figures
