@@ -22,12 +22,24 @@ MIGRATIONS_DIR = os.environ.get("SOCIALSPHERE_MIGRATIONS_DIR") or str(
 log = logging.getLogger(__name__)
 
 
+class SocialSphereFlask(Flask):
+    def log_exception(self, exc_info) -> None:
+        """Exceptions Flask catches itself (raised in after_request or an error handler):
+        counted and logged like those of the views (errors.report_unexpected)."""
+        from .errors import report_unexpected
+
+        if exc_info[1] is None:  # pragma: no cover - Flask always passes an active exception
+            super().log_exception(exc_info)
+            return
+        report_unexpected(exc_info[1], signal=False)  # Flask has sent got_request_exception
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app.  ``config`` overrides values read from the environment."""
     instance_path = (config or {}).get("INSTANCE_PATH") or os.environ.get(
         "SOCIALSPHERE_INSTANCE_PATH"
     )
-    app = Flask(
+    app = SocialSphereFlask(
         __name__,
         static_folder=None,  # /static is served by the web blueprint (hashed assets)
         instance_path=instance_path,
@@ -135,7 +147,17 @@ def _init_sentry(app: Flask) -> None:
         environment=app.config["ENV_NAME"],
         release=__version__,
         traces_sample_rate=0.0,
+        before_send=_sentry_tag_request_id,
     )
+
+
+def _sentry_tag_request_id(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
+    """Tag Sentry events with the request id, to find the matching JSON log lines."""
+    from flask import g, has_request_context
+
+    if has_request_context() and g.get("request_id"):
+        event.setdefault("tags", {})["request_id"] = g.request_id
+    return event
 
 
 CSP = (

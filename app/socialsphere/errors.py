@@ -4,8 +4,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, got_request_exception, jsonify, request
 from werkzeug.exceptions import HTTPException
+
+from .metrics import UNHANDLED_EXCEPTIONS, endpoint_label
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,29 @@ def _wants_json() -> bool:
     )
 
 
+def report_unexpected(exc: BaseException, *, signal: bool = True) -> None:
+    """Count and log an exception no handler expected (in a request context).
+
+    One JSON log entry (logging_setup.JsonFormatter): ``message`` "unhandled exception",
+    ``request_id``, ``exception`` (class name), ``endpoint``, ``method``, ``path`` and the
+    traceback in ``exc``; +1 on ``socialsphere_unhandled_exceptions_total{endpoint,
+    exception}``. ``signal``: also send Flask's ``got_request_exception``, which Flask only
+    sends for exceptions without a handler; Sentry's Flask integration listens to it, so
+    without this the catch-all handler below would hide every error from Sentry.
+    """
+    name = type(exc).__name__
+    endpoint = endpoint_label()
+    UNHANDLED_EXCEPTIONS.labels(endpoint, name).inc()
+    log.error(
+        "unhandled exception",
+        exc_info=(type(exc), exc, exc.__traceback__),
+        extra={"exception": name, "endpoint": endpoint, "method": request.method, "path": request.path},
+    )
+    if signal:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        got_request_exception.send(app, _async_wrapper=app.ensure_sync, exception=exc)
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(exc: ApiError):
@@ -87,6 +112,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http(exc: HTTPException):
         status = exc.code or 500
+        if status == 500 and getattr(exc, "original_exception", None) is not None:
+            # Flask's handle_exception: raised after the view (after_request, an error
+            # handler); already counted and logged by SocialSphereFlask.log_exception.
+            return error_response(500, "internal_error", "internal server error")
         if not _wants_json() and status == 404:
             return exc
         code = _HTTP_CODES.get(status, "http_error")
@@ -100,5 +129,5 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):
-        log.exception("unhandled error")
+        report_unexpected(exc)
         return error_response(500, "internal_error", "internal server error")
