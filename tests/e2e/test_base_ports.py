@@ -16,24 +16,30 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 # The ports table of docs/contributing.md: port -> (on groups, from groups).
-# 'all' = every host; 'any' = from anywhere. SSH (22) is open to the lab
+# 'all' = every host (as target or source); 'any' = from anywhere. SSH (22) is open to the lab
 # network (firewall_ssh_allowed_cidrs), so from every peer.
 TABLE = {
     22: (["all"], ["any"]),
     80: (["edge"], ["any"]),
     443: (["edge"], ["any"]),
-    8000: (["app"], ["edge"]),
+    8000: (["app"], ["edge", "monitoring"]),
     5432: (["db"], ["app", "db", "backup"]),
     8432: (["db", "backup"], ["db", "backup"]),
     9100: (["all"], ["monitoring"]),
     9187: (["db"], ["monitoring"]),
     8405: (["edge"], ["monitoring"]),
+    9113: (["edge"], ["monitoring"]),
+    9090: (["monitoring"], ["monitoring"]),
+    9093: (["monitoring"], ["monitoring"]),
+    9094: (["monitoring"], ["monitoring"]),
+    19532: (["monitoring"], ["all"]),
     14000: (["labsvc"], ["edge"]),
     15000: (["labsvc"], ["edge"]),
-    1025: (["labsvc"], ["app"]),
+    1025: (["labsvc"], ["app", "monitoring"]),
+    8025: (["labsvc"], ["monitoring"]),
 }
 # Also probed: ports a service might listen on that nobody may reach from a peer.
-EXTRA_PORTS = [25, 3000, 3100, 5000, 6379, 8080, 8404, 8443, 9090, 9093]
+EXTRA_PORTS = [25, 3000, 3100, 5000, 6379, 8080, 8081, 8404, 8443, 9115, 12345]
 GROUPS = ["edge", "app", "db", "backup", "monitoring", "labsvc"]
 
 SCAN = r"""
@@ -74,7 +80,7 @@ def allowed(inv, peer, target):
     pg, tg = groups_of(inv, peer), groups_of(inv, target)
     out = set()
     for port, (on, frm) in TABLE.items():
-        if ("all" in on or tg & set(on)) and ("any" in frm or pg & set(frm)):
+        if ("all" in on or tg & set(on)) and ({"any", "all"} & set(frm) or pg & set(frm)):
             out.add(port)
     return out
 
