@@ -16,8 +16,12 @@ lab addresses. Figures (fault -> alert -> email) are printed."""
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -113,6 +117,43 @@ def test_a_healthy_lab_fires_no_alert(mon):
     firing = mon.query('ALERTS{alertstate="firing"}')
     assert not firing, "alerts firing on a healthy lab: " + ", ".join(
         f"{a['metric']['alertname']}{{instance={a['metric'].get('instance')}}}" for a in firing)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_operator_reaches_the_uis_only_through_an_ssh_tunnel(lab_inventory, mon):
+    """docs/runbooks/monitoring.md, "Reach the monitoring UIs": Prometheus and
+    Alertmanager answer through `ssh -L` to the monitoring host, and not
+    directly from the control node (not a monitoring host: the firewall drops it)."""
+    hv = lab_inventory["_meta"]["hostvars"][mon.host]
+    for port in (9090, 9093):
+        with socket.socket() as s:
+            s.settimeout(3)
+            assert s.connect_ex((mon.addr, port)) != 0, f"{mon.addr}:{port} is reachable without the tunnel"
+    local = {9090: _free_port(), 9093: _free_port()}
+    forwards = [a for p, lp in local.items() for a in ("-L", f"127.0.0.1:{lp}:{mon.addr}:{p}")]
+    tunnel = subprocess.Popen(["ssh", "-N", "-i", hv["ansible_ssh_private_key_file"], "-o", "StrictHostKeyChecking=no",
+                               "-o", "UserKnownHostsFile=/dev/null", "-o", "ExitOnForwardFailure=yes",
+                               *forwards, f"{hv['ansible_user']}@{mon.addr}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        answers = {}
+        deadline = time.monotonic() + 30
+        while len(answers) < len(local) and time.monotonic() < deadline:
+            for port, lp in local.items():
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{lp}/-/ready", timeout=5) as r:  # noqa: S310
+                        answers[port] = r.status
+                except (urllib.error.URLError, OSError):
+                    time.sleep(1)
+        assert answers == {9090: 200, 9093: 200}, (answers, tunnel.poll())
+    finally:
+        tunnel.terminate()
+        tunnel.wait(10)
 
 
 def _primary_and_replica(inv):
