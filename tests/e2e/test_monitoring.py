@@ -46,7 +46,7 @@ class Monitoring:
     def get(self, port: int, path: str, **params) -> dict:
         url = f"http://{self.addr}:{port}{path}"
         if params:
-            url += "?" + urllib.parse.urlencode(params)
+            url += "?" + urllib.parse.urlencode(params, doseq=True)
         res = lab_exec(self.inv, self.host, "curl", "-fsS", "--max-time", "20", url, check=False, timeout=40)
         assert res.returncode == 0, f"GET {url} on {self.host}: {res.stderr.strip()}"
         return json.loads(res.stdout)
@@ -56,9 +56,10 @@ class Monitoring:
         assert data["status"] == "success", data
         return data["data"]["result"]
 
-    def alerts(self, name: str) -> list[dict]:
-        """Alertmanager's alerts of that name: active, suppressed (inhibited) or not."""
-        return self.get(9093, "/api/v2/alerts", filter=f'alertname="{name}"')
+    def alerts(self, name: str, host: str) -> list[dict]:
+        """Alertmanager's alerts of that name about that host (every rule labels
+        the host it is about as `host`): active, suppressed (inhibited) or not."""
+        return self.get(9093, "/api/v2/alerts", filter=[f'alertname="{name}"', f'host="{host}"'])
 
 
 def expected_targets(inv: dict) -> set[tuple[str, str]]:
@@ -210,8 +211,7 @@ def faults(lab_inventory, mon):
             for name, host in watch.items():
                 f = fig[name]
                 if "alert" not in f:
-                    mine = [a for a in mon.alerts(name) if host in (a["labels"].get("instance"),
-                                                                     a["labels"].get("server"))]
+                    mine = mon.alerts(name, host)
                     if mine:
                         f["alert"] = time.monotonic() - t0
                         f["labels"] = mine[0]["labels"]
@@ -231,9 +231,7 @@ def faults(lab_inventory, mon):
         for name, host in watch.items():
             f = fig[name]
             if "resolved" not in f:
-                active = [a for a in mon.alerts(name) if host in (a["labels"].get("instance"),
-                                                                   a["labels"].get("server"))]
-                if not active:
+                if not mon.alerts(name, host):
                     f["resolved"] = time.monotonic() - t1
             if "resolved" in f and "resolved_email" not in f:
                 if _grep_new(inv, svc, maildir, mail_before, "[RESOLVED]", name):
