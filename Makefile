@@ -95,12 +95,13 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # The end-to-end tests CI runs, on the one lab `make lab` built, in this order:
 # the idempotence gate first (before any drill disturbs the lab), then the
 # checks and the short drills (about 9 min together on an idle 2-core machine:
-# the monitoring tier (targets, probes, alerts that fire, email and resolve,
-# dashboards' queries, a request found in the central journal), metrics, port scan, fail2ban ban/unban, replication, PITR restore drill, the
+# the monitoring tier (targets, probes, SSH tunnel, dashboards' queries, a request
+# found in the central journal), metrics, port scan, fail2ban ban/unban, replication, PITR restore drill, the
 # stale-inventory guard of the database tier, TLS,
 # rate limits, certificate renewal under load, edge VIP failover, app host
 # failures under load). The long drills (database failover in both modes and
-# switchover, in-place restore, controlled patch of the held packages, rolling
+# switchover, in-place restore, controlled patch of the held packages, alerts
+# that fire, email and resolve (test_monitoring_alerts.py, 4 min), rolling
 # release, scale-out, SSH lock-out, about 45 min together) run with
 # `make test-drills`; CI's 45 minutes do not hold them.
 E2E_CI := tests/lab tests/e2e/test_00_idempotence.py \
