@@ -19,6 +19,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -47,6 +48,16 @@ def pytest_collection_modifyitems(config, items):
         if "postgres_only" in item.keywords:
             item.add_marker(skip)
 
+
+
+def run_isolated(code: str, instance_path, **env) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter (warnings are errors) with a minimal
+    development environment: for what must not leak into this process
+    (sentry_sdk's global client, prometheus_client's multiprocess mode)."""
+    base = {"PATH": "/usr/bin:/bin", "SOCIALSPHERE_ENV": "development",
+            "SOCIALSPHERE_INSTANCE_PATH": str(instance_path), "SOCIALSPHERE_LOG_LEVEL": "CRITICAL"}
+    return subprocess.run([sys.executable, "-W", "error", "-c", code], env={**base, **env}, capture_output=True,
+                          text=True, timeout=120, check=False)
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
+from conftest import run_isolated
 from flask import got_request_exception
 
 from socialsphere.logging_setup import JsonFormatter
@@ -55,6 +54,11 @@ def _metrics(client) -> str:
     return r.get_data(as_text=True)
 
 
+def _unhandled(client, endpoint: str, exception: str) -> float | None:
+    """socialsphere_unhandled_exceptions_total for that endpoint and exception (None: no series)."""
+    return sample(_metrics(client), "socialsphere_unhandled_exceptions_total", endpoint=endpoint, exception=exception)
+
+
 # ---- unhandled exceptions ----------------------------------------------------------------
 
 
@@ -70,16 +74,14 @@ def test_unhandled_exception_counted_logged_and_json_500(make_app, json_logs):
         raise BoomError("secret detail")
 
     client = app.test_client()
-    before = sample(_metrics(client), "socialsphere_unhandled_exceptions_total",
-                    endpoint="/api/v1/_boom/<int:n>", exception="BoomError") or 0.0
+    before = _unhandled(client, "/api/v1/_boom/<int:n>", "BoomError") or 0.0
     json_logs.clear()
     r = client.get("/api/v1/_boom/7", headers={"X-Request-ID": "edge-req-77"})
     assert r.status_code == 500
     assert r.get_json() == {"error": "internal_error", "message": "internal server error"}
     assert r.headers["X-Request-ID"] == "edge-req-77"
 
-    after = sample(_metrics(client), "socialsphere_unhandled_exceptions_total",
-                   endpoint="/api/v1/_boom/<int:n>", exception="BoomError")
+    after = _unhandled(client, "/api/v1/_boom/<int:n>", "BoomError")
     assert after == before + 1
 
     entries = [json.loads(line) for line in json_logs if '"unhandled exception"' in line]
@@ -108,13 +110,11 @@ def test_unhandled_exception_in_before_request_is_unmatched(make_app):
             raise KeyError("x")
 
     client = app.test_client()
-    before = sample(_metrics(client), "socialsphere_unhandled_exceptions_total",
-                    endpoint="unmatched", exception="KeyError") or 0.0
+    before = _unhandled(client, "unmatched", "KeyError") or 0.0
     r = client.get("/no/such/page", headers={"Accept": "application/json"})
     assert r.status_code == 500
     assert r.get_json()["error"] == "internal_error"
-    assert sample(_metrics(client), "socialsphere_unhandled_exceptions_total",
-                  endpoint="unmatched", exception="KeyError") == before + 1
+    assert _unhandled(client, "unmatched", "KeyError") == before + 1
 
 
 def test_exception_after_the_view_counted_logged_once(make_app, json_logs):
@@ -134,8 +134,7 @@ def test_exception_after_the_view_counted_logged_once(make_app, json_logs):
         return response
 
     client = app.test_client()
-    before = sample(_metrics(client), "socialsphere_unhandled_exceptions_total",
-                    endpoint="/api/v1/_late", exception="ZeroDivisionError") or 0.0
+    before = _unhandled(client, "/api/v1/_late", "ZeroDivisionError") or 0.0
     json_logs.clear()
     r = client.get("/api/v1/_late", headers={"X-Request-ID": "late-1"})
     assert r.status_code == 500
@@ -144,16 +143,14 @@ def test_exception_after_the_view_counted_logged_once(make_app, json_logs):
     assert len(errors) == 1, json_logs
     assert errors[0]["message"] == "unhandled exception"
     assert errors[0]["request_id"] == "late-1" and "ZeroDivisionError: late" in errors[0]["exc"]
-    assert sample(_metrics(client), "socialsphere_unhandled_exceptions_total",
-                  endpoint="/api/v1/_late", exception="ZeroDivisionError") == before + 1
+    assert _unhandled(client, "/api/v1/_late", "ZeroDivisionError") == before + 1
 
 
 def test_handled_errors_are_not_counted(client):
     text = _metrics(client)
     client.get("/api/v1/nothing-here")
     client.put("/healthz")
-    assert sample(_metrics(client), "socialsphere_unhandled_exceptions_total",
-                  endpoint="unmatched", exception="NotFound") is None
+    assert _unhandled(client, "unmatched", "NotFound") is None
     assert "NotFound" not in text
 
 
@@ -200,10 +197,7 @@ def test_sentry_receives_unhandled_exception_with_request_id(tmp_path):
         "client.close(timeout=0)\n"
         "print('ok')\n"
     )
-    env = {"PATH": "/usr/bin:/bin", "SOCIALSPHERE_ENV": "development", "SOCIALSPHERE_INSTANCE_PATH": str(tmp_path),
-           "SOCIALSPHERE_LOG_LEVEL": "CRITICAL"}
-    r = subprocess.run([sys.executable, "-W", "error", "-c", code], env=env, capture_output=True, text=True,
-                       timeout=120, check=False)
+    r = run_isolated(code, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip() == "ok"
 
@@ -324,10 +318,7 @@ def test_multiprocess_mode(tmp_path):
         "assert r.status_code == 200\n"
         "print(r.get_data(as_text=True))\n"
     )
-    env = {"PATH": "/usr/bin:/bin", "SOCIALSPHERE_ENV": "development", "SOCIALSPHERE_INSTANCE_PATH": str(tmp_path),
-           "SOCIALSPHERE_LOG_LEVEL": "CRITICAL", "PROMETHEUS_MULTIPROC_DIR": str(prom)}
-    r = subprocess.run([sys.executable, "-W", "error", "-c", code], env=env, capture_output=True, text=True,
-                       timeout=120, check=False)
+    r = run_isolated(code, tmp_path, PROMETHEUS_MULTIPROC_DIR=str(prom))
     assert r.returncode == 0, r.stderr[-3000:]
     assert any(p.name.startswith("counter_") for p in prom.iterdir())
     text = r.stdout

@@ -1,7 +1,7 @@
 import shutil
 
 import pytest
-from conftest import error_of
+from conftest import error_of, run_isolated
 from sqlalchemy import text
 
 from socialsphere import MIGRATIONS_DIR, schema
@@ -252,8 +252,6 @@ def test_internal_error_is_json_without_details(make_app):
 
 def test_sentry_enabled_only_with_dsn(tmp_path):
     """Run in a subprocess: sentry-sdk patches Flask globally."""
-    import subprocess
-    import sys
 
     code = (
         "import sentry_sdk, socialsphere\n"
@@ -266,10 +264,7 @@ def test_sentry_enabled_only_with_dsn(tmp_path):
         "sentry_sdk.get_client().close(timeout=0)\n"
         "print('ok')\n"
     )
-    env = {"PATH": "/usr/bin:/bin", "SOCIALSPHERE_ENV": "development", "SOCIALSPHERE_INSTANCE_PATH": str(tmp_path),
-           "SOCIALSPHERE_LOG_LEVEL": "CRITICAL"}
-    r = subprocess.run([sys.executable, "-W", "error", "-c", code], env=env, capture_output=True, text=True,
-                       timeout=120, check=False)
+    r = run_isolated(code, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "ok"
 
