@@ -43,7 +43,7 @@ release: venv ## Build the release artifact of this checkout into dist/ (skipped
 	$(CURDIR)/scripts/build-release
 
 # ---------------------------------------------------------------- lab
-.PHONY: lab lab-up lab-deploy lab-info lab-admin-password lab-down lab-purge lab-status
+.PHONY: lab lab-up lab-deploy lab-info profile lab-admin-password lab-down lab-purge lab-status
 lab: venv lab-up lab-deploy lab-info ## Build the lab of containers and deploy the whole system into it
 
 lab-up: venv ## Create (or converge) the lab hosts and write inventories/lab/
@@ -54,6 +54,9 @@ lab-deploy: venv release ## Run playbooks/site.yml against the lab
 
 lab-info: venv ## Print where the lab's app answers and how to log in
 	@$(LABCTL) info
+
+profile: venv ## Run site.yml on the lab with task/role timing; print the slowest plays, roles, tasks
+	$(CURDIR)/tests/bench/converge-profile.sh playbooks/site.yml $(or $(RUNS),1)
 
 lab-admin-password: venv ## Print the lab admin's password (from the lab vault)
 	@$(LABCTL) secret vault_app_admin_password
