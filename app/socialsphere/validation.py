@@ -102,7 +102,10 @@ def parse_datetime(value: str) -> datetime:
         raise ValueError("must include a timezone (use Z for UTC)")
     if "T" not in text and " " not in text:
         raise ValueError("must include a time")
-    return parsed.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return parsed.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is in year 0 in UTC
+        raise ValueError("must be between years 1 and 9999 in UTC") from None
 
 
 def _check(f: Field, value: Any, *, coerce: bool = False) -> Any:

@@ -1,5 +1,6 @@
 """Never a 500 for bad input: every documented operation gets hostile bodies and params."""
 import pytest
+from conftest import error_of
 
 BAD_BODIES = [
     ("data", "{not json"), ("data", "[" * 50000), ("data", '{"a":' * 20000), ("data", "null"),
@@ -51,3 +52,23 @@ def test_wrong_methods_and_content_types(admin_client):
     r = admin_client.post("/api/v1/posts", data="body=x", content_type="multipart/form-data; boundary=x")
     assert r.status_code == 415
     assert admin_client.delete("/api/v1/posts").status_code == 405
+
+
+# --- issue 11: findings of the outside attack/fuzz review ----------------------------------
+
+EXTREME_DATES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-23:59"]
+
+
+@pytest.mark.parametrize("when", EXTREME_DATES)
+def test_scheduled_at_beyond_datetime_range_is_422(auth_client, when):
+    """Offsets that push a date outside datetime's years 1..9999 once in UTC (was OverflowError, 500)."""
+    pid = auth_client.post("/api/v1/posts", json={"body": "x"}).get_json()["id"]
+    for method, path, body in [
+        ("POST", "/api/v1/posts", {"body": "x", "status": "scheduled", "scheduled_at": when}),
+        ("PATCH", f"/api/v1/posts/{pid}", {"scheduled_at": when}),
+        ("POST", f"/api/v1/social/posts/{pid}/schedule", {"account_ids": [1], "scheduled_at": when}),
+    ]:
+        r = auth_client.open(path, method=method, json=body)
+        assert r.status_code == 422, (method, path, r.status_code, r.get_json())
+        err = error_of(r)
+        assert err["error"] == "validation_error" and "scheduled_at" in err["fields"], err
