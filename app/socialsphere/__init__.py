@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, request
+from werkzeug.exceptions import NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import IntegerConverter, ValidationError
 
 from .config import ConfigError, load_config, validate_config
 from .extensions import db, migrate
@@ -105,12 +106,26 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 class BoundedInt(IntegerConverter):
-    """``<int:id>`` limited to 1 .. 2**63-1 (BIGINT), so huge ids never reach the database."""
+    """``<int:id>`` limited to 1 .. models.MAX_ID, so huge ids never reach the database.
+
+    An id out of range is a 404 whatever the method. Not werkzeug's ValidationError: the
+    matcher checks the range only after choosing the rule, and by then it has noted the
+    other methods of the same path, so ``PATCH /posts/0`` became a 405 with an Allow header
+    naming methods that would 404 as well.
+    """
 
     def __init__(self, map, *args, **kwargs):  # noqa: A002 (werkzeug signature)
+        from .models import MAX_ID
+
         kwargs.setdefault("min", 1)
-        kwargs.setdefault("max", 2**63 - 1)
+        kwargs.setdefault("max", MAX_ID)
         super().__init__(map, *args, **kwargs)
+
+    def to_python(self, value: str) -> int:
+        try:
+            return super().to_python(value)
+        except ValidationError:
+            raise NotFound() from None
 
 
 def _sqlite_pragmas(app: Flask) -> None:

@@ -23,6 +23,7 @@ from .timeutil import iso, utcnow
 
 # BigInteger primary keys on PostgreSQL, INTEGER (rowid alias) on SQLite.
 PK = BigInteger().with_variant(Integer(), "sqlite")
+MAX_ID = 2**63 - 1  # largest id both can hold; bigger ids (URL, token subject) are "not found"
 
 ROLES = ("user", "admin")
 USER_STATUSES = ("active", "suspended")

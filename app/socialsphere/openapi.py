@@ -12,6 +12,7 @@ from flask import Flask
 
 from . import __version__
 from .apidoc import get_doc
+from .models import MAX_ID
 from .validation import schema_openapi
 
 API_PREFIXES = ("/api/",)
@@ -161,7 +162,8 @@ def openapi_path(rule: str) -> str:
 def _path_params(rule: str) -> list[dict[str, Any]]:
     params = []
     for m in _CONVERTER.finditer(rule):
-        schema = {"type": "integer", "minimum": 1} if m.group("conv") == "int" else {"type": "string"}
+        schema = ({"type": "integer", "minimum": 1, "maximum": MAX_ID} if m.group("conv") == "int"
+                  else {"type": "string"})
         params.append({"name": m.group("name"), "in": "path", "required": True, "schema": schema})
     return params
 

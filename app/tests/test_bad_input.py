@@ -72,3 +72,16 @@ def test_scheduled_at_beyond_datetime_range_is_422(auth_client, when):
         assert r.status_code == 422, (method, path, r.status_code, r.get_json())
         err = error_of(r)
         assert err["error"] == "validation_error" and "scheduled_at" in err["fields"], err
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/api/v1/posts/0"), ("PATCH", "/api/v1/posts/0"), ("DELETE", "/api/v1/posts/0"),
+    ("DELETE", "/api/v1/posts/9223372036854775808"), ("DELETE", "/api/v1/admin/plans/0"),
+    ("PATCH", "/api/v1/admin/plans/0"), ("PATCH", "/api/v1/admin/users/0"),
+    ("POST", "/api/v1/social/posts/0/schedule"), ("DELETE", "/api/v1/social/accounts/0"),
+])
+def test_out_of_range_ids_are_404_for_every_method(admin_client, method, path):
+    r = admin_client.open(path, method=method, json={})
+    assert r.status_code == 404, (r.status_code, r.headers.get("Allow"))
+    assert error_of(r)["error"] == "not_found"
+    assert "Allow" not in r.headers
