@@ -100,6 +100,18 @@ SCHEMAS: dict[str, Any] = {
             "error": {"type": "string", "enum": ["database_unavailable", "schema_missing",
                                                  "schema_behind", "schema_unverifiable"]},
             "message": {"type": "string"}}},
+    "Unauthorized": {
+        "type": "object", "required": ["error", "message"],
+        "description": (
+            "401 of a bearer-token operation: unauthorized (no bearer token), invalid_token (any "
+            "token that is not accepted: malformed, forged, wrong key, algorithm or claims, user "
+            "deleted), token_expired (refresh it), token_revoked (sessions revoked after it was "
+            "issued). The message never gives a more detailed reason."),
+        "properties": {
+            "error": {"type": "string",
+                      "enum": ["unauthorized", "invalid_token", "token_expired", "token_revoked"]},
+            "message": {"type": "string", "enum": ["authentication required", "invalid token",
+                                                   "token expired", "session revoked"]}}},
     "User": _USER,
     "UserEnvelope": {"type": "object", "properties": {"user": {"$ref": "#/components/schemas/User"}}},
     "UserPage": _page("#/components/schemas/UserListItem"),
@@ -221,8 +233,8 @@ def build_openapi(app: Flask) -> dict[str, Any]:
                     "application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}
             if auth:
                 op["security"] = [{"bearerAuth": []}]
-                op["responses"].setdefault("401", {"description": "unauthenticated", "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+                op["responses"]["401"] = {"description": "unauthenticated", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Unauthorized"}}}}
                 if auth == "admin":
                     op["responses"].setdefault("403", {"description": "not an admin"})
             paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = op

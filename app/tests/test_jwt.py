@@ -126,3 +126,26 @@ def test_role_claim_not_trusted(client, user):
     token = jwt.encode(_claims(user.id, role="admin"), JWT_KEYS["k1"], algorithm="HS256",
                        headers={"kid": "k1"})
     assert client.get("/api/v1/admin/users", headers={"Authorization": f"Bearer {token}"}).status_code == 403
+
+
+def test_401_bodies_name_no_library_reason(client, user):
+    """Every rejected access token gets one of two bodies; no PyJWT text (issue 11, item 12)."""
+    past = datetime.now(UTC) - timedelta(hours=1)
+    invalid = [
+        jwt.encode(_claims(user.id, aud="someone-else"), JWT_KEYS["k1"], algorithm="HS256", headers={"kid": "k1"}),
+        jwt.encode(_claims(user.id, iss="evil"), JWT_KEYS["k1"], algorithm="HS256", headers={"kid": "k1"}),
+        jwt.encode(_claims(user.id, exp=None), JWT_KEYS["k1"], algorithm="HS256", headers={"kid": "k1"}),
+        jwt.encode(_claims(user.id), "another-secret-of-sufficient-length-xyz!", algorithm="HS256",
+                   headers={"kid": "k1"}),
+        jwt.encode(_claims(user.id), JWT_KEYS["k1"], algorithm="HS256", headers={"kid": "k9"}),
+        jwt.encode(_claims(user.id, typ="refresh"), JWT_KEYS["k1"], algorithm="HS256", headers={"kid": "k1"}),
+        jwt.encode(_claims(999999), JWT_KEYS["k1"], algorithm="HS256", headers={"kid": "k1"}),
+        "x.y.z", "not-a-jwt",
+    ]
+    for token in invalid:
+        r = _call(client, token)
+        assert r.status_code == 401, token
+        assert error_of(r) == {"error": "invalid_token", "message": "invalid token"}, token
+    expired = jwt.encode(_claims(user.id, iat=past, exp=past + timedelta(minutes=5)), JWT_KEYS["k1"],
+                         algorithm="HS256", headers={"kid": "k1"})
+    assert error_of(_call(client, expired)) == {"error": "token_expired", "message": "token expired"}

@@ -90,3 +90,17 @@ def test_rate_limits_and_metrics_documented(client):
     assert "429" in paths["/api/v1/auth/register"]["post"]["responses"]
     assert "429" in paths["/api/v1/auth/password-reset/request"]["post"]["responses"]
     assert "404" in paths["/metrics"]["get"]["responses"]
+
+
+def test_401_of_secured_operations_documented(client):
+    """Issue 11 item 12: the 401 bodies of bearer-token operations are documented, codes and messages."""
+    doc = client.get("/api/v1/openapi.json").get_json()
+    schema = doc["components"]["schemas"]["Unauthorized"]
+    assert set(schema["properties"]["error"]["enum"]) == {"unauthorized", "invalid_token", "token_expired",
+                                                          "token_revoked"}
+    assert "invalid token" in schema["properties"]["message"]["enum"]
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            if "security" in op:
+                ref = op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"]
+                assert ref == "#/components/schemas/Unauthorized", (method, path)
