@@ -123,7 +123,7 @@ def current_user():
 
 def _authenticate():
     from .extensions import db
-    from .models import User
+    from .models import MAX_ID, User
 
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -135,6 +135,8 @@ def _authenticate():
         user_id = int(claims["sub"])
     except (TypeError, ValueError):
         raise _invalid_token() from None
+    if not 1 <= user_id <= MAX_ID:  # no such id; too big for SQLite's INTEGER (OverflowError)
+        raise _invalid_token()
     user = db.session.get(User, user_id)
     if user is None:  # deleted since the token was issued
         raise _invalid_token()

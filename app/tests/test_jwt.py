@@ -149,3 +149,12 @@ def test_401_bodies_name_no_library_reason(client, user):
     expired = jwt.encode(_claims(user.id, iat=past, exp=past + timedelta(minutes=5)), JWT_KEYS["k1"],
                          algorithm="HS256", headers={"kid": "k1"})
     assert error_of(_call(client, expired)) == {"error": "token_expired", "message": "token expired"}
+
+
+@pytest.mark.parametrize("sub", [str(2**63), "9" * 40, "-" + "9" * 40])
+def test_subject_out_of_range_is_invalid_token(client, user, sub):
+    """A sub no database id can have: 401 like any invalid token (was OverflowError on SQLite)."""
+    token = jwt.encode(_claims(user.id, sub=sub), JWT_KEYS["k1"], algorithm="HS256", headers={"kid": "k1"})
+    r = _call(client, token)
+    assert r.status_code == 401
+    assert error_of(r) == {"error": "invalid_token", "message": "invalid token"}
