@@ -6,6 +6,7 @@ from typing import Any
 
 from .extensions import db
 from .models import Setting
+from .validation import Field, check_field
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,10 @@ class SettingDef:
     minimum: int | None = None
     maximum: int | None = None
     max_length: int | None = None
+
+    @property
+    def field(self) -> Field:
+        return Field(self.type, minimum=self.minimum, maximum=self.maximum, max_length=self.max_length)
 
 
 REGISTRY: dict[str, SettingDef] = {
@@ -30,24 +35,9 @@ REGISTRY: dict[str, SettingDef] = {
 
 
 def coerce(key: str, value: Any) -> Any:
-    """Validate ``value`` for setting ``key``; raise ValueError with the reason."""
-    d = REGISTRY[key]
-    if d.type == "boolean":
-        if not isinstance(value, bool):
-            raise ValueError("must be a boolean")
-    elif d.type == "integer":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("must be an integer")
-        if d.minimum is not None and value < d.minimum:
-            raise ValueError(f"must be >= {d.minimum}")
-        if d.maximum is not None and value > d.maximum:
-            raise ValueError(f"must be <= {d.maximum}")
-    elif d.type == "string":
-        if not isinstance(value, str):
-            raise ValueError("must be a string")
-        if d.max_length is not None and len(value) > d.max_length:
-            raise ValueError(f"must be at most {d.max_length} characters")
-    return value
+    """Validate ``value`` for setting ``key`` with the checks of every API field (strings:
+    stripped, no NUL, no lone surrogates, length); return it or raise ValueError."""
+    return check_field(REGISTRY[key].field, value)
 
 
 def get_setting(key: str) -> Any:

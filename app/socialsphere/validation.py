@@ -108,7 +108,10 @@ def parse_datetime(value: str) -> datetime:
         raise ValueError("must be between years 1 and 9999 in UTC") from None
 
 
-def _check(f: Field, value: Any, *, coerce: bool = False) -> Any:
+def check_field(f: Field, value: Any, *, coerce: bool = False) -> Any:
+    """Validate one value against ``f`` (the single path for every field, settings too);
+    return it normalised (strings stripped, emails lower-cased, dates naive UTC) or raise
+    ValueError with the reason."""
     if value is None:
         if f.nullable:
             return None
@@ -173,7 +176,7 @@ def _check(f: Field, value: Any, *, coerce: bool = False) -> Any:
         out = []
         for index, item in enumerate(value):
             try:
-                out.append(_check(f.items, item) if f.items else item)
+                out.append(check_field(f.items, item) if f.items else item)
             except ValueError as exc:
                 raise ValueError(f"item {index}: {exc}") from None
         if f.unique and len(set(map(repr, out))) != len(out):
@@ -199,7 +202,7 @@ def validate(schema: dict[str, Field], data: Any, *, partial: bool = False,
                 result[name] = f.default
             continue
         try:
-            result[name] = _check(f, data[name], coerce=coerce)
+            result[name] = check_field(f, data[name], coerce=coerce)
         except ValueError as exc:
             errors[name] = str(exc)
     if errors:

@@ -85,3 +85,11 @@ def test_out_of_range_ids_are_404_for_every_method(admin_client, method, path):
     assert r.status_code == 404, (r.status_code, r.headers.get("Allow"))
     assert error_of(r)["error"] == "not_found"
     assert "Allow" not in r.headers
+
+
+@pytest.mark.parametrize("key", ["announcement", "default_plan"])
+@pytest.mark.parametrize("value", ["a\x00b", "a\ud800b"])
+def test_string_settings_reject_nul_and_lone_surrogates(admin_client, key, value):
+    r = admin_client.put(f"/api/v1/admin/settings/{key}", json={"value": value})
+    assert r.status_code == 422, r.get_json()
+    assert "value" in error_of(r)["fields"]
