@@ -1,15 +1,17 @@
 """SocialSphere AI: Flask application factory."""
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from flask import Flask, request
-from werkzeug.exceptions import NotFound
+from flask import Flask, Request, request
+from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, ValidationError
+from werkzeug.utils import cached_property
 
 from .config import ConfigError, load_config, validate_config
 from .extensions import db, migrate
@@ -23,7 +25,34 @@ MIGRATIONS_DIR = os.environ.get("SOCIALSPHERE_MIGRATIONS_DIR") or str(
 log = logging.getLogger(__name__)
 
 
+class SocialSphereRequest(Request):
+    """A streamed body (Transfer-Encoding: chunked, no Content-Length) over MAX_CONTENT_LENGTH
+    is a 413, as one with Content-Length is.
+
+    Werkzeug wraps such a stream in a ``LimitedStream`` whose ``read()`` stops at the limit
+    and returns the body cut there without an error, so a whitespace-padded JSON body of any
+    size was parsed from its first MAX_CONTENT_LENGTH bytes. Here the body is read up to the
+    limit plus one byte: that byte means too large.
+    """
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        limit = self.max_content_length
+        if limit is None or self.content_length is not None or "wsgi.input_terminated" not in self.environ:
+            return super().stream  # Content-Length is checked before reading; no stream: empty
+        raw = self.environ["wsgi.input"]
+        body = bytearray()
+        while len(body) <= limit:
+            chunk = raw.read(min(64 * 1024, limit + 1 - len(body)))
+            if not chunk:
+                return io.BytesIO(bytes(body))
+            body += chunk
+        raise RequestEntityTooLarge()
+
+
 class SocialSphereFlask(Flask):
+    request_class = SocialSphereRequest
+
     def log_exception(self, exc_info) -> None:
         """Exceptions Flask catches itself (raised in after_request or an error handler):
         counted and logged like those of the views (errors.report_unexpected)."""

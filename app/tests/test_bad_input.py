@@ -93,3 +93,30 @@ def test_string_settings_reject_nul_and_lone_surrogates(admin_client, key, value
     r = admin_client.put(f"/api/v1/admin/settings/{key}", json={"value": value})
     assert r.status_code == 422, r.get_json()
     assert "value" in error_of(r)["fields"]
+
+
+def _chunked_post(client, path, payload: bytes):
+    # Transfer-Encoding: chunked -> no Content-Length for the app; the WSGI server (Gunicorn,
+    # werkzeug's) de-chunks and sets wsgi.input_terminated, as here
+    return client.post(path, data=payload, content_type="application/json",
+                       headers={"Transfer-Encoding": "chunked"},
+                       environ_overrides={"wsgi.input_terminated": True})
+
+
+def test_chunked_body_over_the_limit_is_413(app, client):
+    """A body over MAX_CONTENT_LENGTH is refused with or without Content-Length (was truncated to
+    the limit when chunked, so whitespace-padded valid JSON went through)."""
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    payload = b'{"email": "a@example.com", "password": "wrong password!"}'
+    padded = payload + b" " * (2 * 1024 * 1024 - len(payload))
+    r = client.post("/api/v1/auth/login", data=padded, content_type="application/json")
+    assert r.status_code == 413
+    r = _chunked_post(client, "/api/v1/auth/login", padded)
+    assert r.status_code == 413, r.get_json()
+    err = error_of(r)
+    assert err["error"] == "payload_too_large" and str(limit) in err["message"]
+    r = _chunked_post(client, "/api/v1/auth/login", payload + b" " * (limit + 1 - len(payload)))
+    assert r.status_code == 413
+    # up to the limit, chunked bodies are read whole
+    r = _chunked_post(client, "/api/v1/auth/login", payload + b" " * (limit - len(payload)))
+    assert r.status_code == 401 and error_of(r)["error"] == "invalid_credentials"
