@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import current_app, g, request
 
 from .errors import ApiError
+from .timeutil import utcnow
 
 ALGORITHMS = ["HS256"]  # explicit allow-list: "none" and asymmetric confusion are rejected
 
@@ -67,13 +68,15 @@ def issue_access_token(user_id: int, role: str) -> tuple[str, int]:
     cfg = current_app.config
     kid = cfg["JWT_ACTIVE_KID"]
     ttl = int(cfg["ACCESS_TOKEN_TTL"])
-    now = datetime.now(UTC)
+    now = utcnow().replace(tzinfo=UTC)
     claims = {
         "sub": str(user_id),
         "role": role,
         "iss": cfg["JWT_ISSUER"],
         "aud": cfg["JWT_AUDIENCE"],
-        "iat": now,
+        # NumericDate with microseconds (RFC 7519 allows non-integer values): revocation compares
+        # it with sessions_revoked_at, so a token of the same second as a revocation is told apart
+        "iat": _microseconds(now) / 1_000_000,
         "nbf": now,
         "exp": now + timedelta(seconds=ttl),
         "jti": uuid.uuid4().hex,
@@ -81,6 +84,30 @@ def issue_access_token(user_id: int, role: str) -> tuple[str, int]:
     }
     token = jwt.encode(claims, cfg["JWT_KEYS"][kid], algorithm="HS256", headers={"kid": kid})
     return token, ttl
+
+
+_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _microseconds(instant: datetime) -> int:
+    """Microseconds since the epoch, exactly (naive = UTC, as stored)."""
+    if instant.tzinfo is not None:
+        instant = instant.astimezone(UTC).replace(tzinfo=None)
+    return (instant - _EPOCH) // _MICROSECOND
+
+
+def _revoked(claims: dict[str, Any], revoked_at: datetime | None) -> bool:
+    """Was the token issued at or before ``revoked_at``?  ``iat`` is compared in microseconds
+    (tokens of earlier releases carry whole seconds: they count as issued at the start of their
+    second, so one of the revocation's own second is refused, never wrongly accepted)."""
+    if revoked_at is None:
+        return False
+    try:
+        issued = round(float(claims["iat"]) * 1_000_000)
+    except (TypeError, ValueError, OverflowError):
+        raise _invalid_token() from None
+    return issued <= _microseconds(revoked_at)
 
 
 def _invalid_token() -> ApiError:
@@ -142,10 +169,8 @@ def _authenticate():
         raise _invalid_token()
     if user.status != "active":
         raise ApiError("account suspended", status=403, code="account_suspended")
-    if user.sessions_revoked_at is not None:
-        revoked = int(user.sessions_revoked_at.replace(tzinfo=UTC).timestamp())
-        if int(claims["iat"]) < revoked:
-            raise ApiError("session revoked", status=401, code="token_revoked")
+    if _revoked(claims, user.sessions_revoked_at):
+        raise ApiError("session revoked", status=401, code="token_revoked")
     # role changes take effect immediately because the role is read from the DB.
     g.current_user = user
     return user

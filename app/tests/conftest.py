@@ -320,6 +320,39 @@ def error_of(response) -> dict:
     return body
 
 
+class Clock:
+    """The app's wall clock, under the test's control: ``socialsphere.timeutil.utcnow()`` (so
+    token ``iat``, revocation and throttle times) returns ``base + offset``.  ``base`` is a whole
+    second two seconds in the past, so PyJWT's own checks against the real clock (``nbf``,
+    ``iat`` in the future, ``exp``) still pass and every ``set()`` below 1.0 is the same second."""
+
+    def __init__(self, monkeypatch) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        from socialsphere import timeutil
+
+        self._timedelta = timedelta
+        self.base = datetime.fromtimestamp(int(time.time()) - 2, UTC)
+        self.now = self.base
+        clock = self
+
+        class _Frozen(datetime):
+            @classmethod
+            def now(cls, tz=None):
+                return clock.now.astimezone(tz) if tz is not None else clock.now.replace(tzinfo=None)
+
+        monkeypatch.setattr(timeutil, "datetime", _Frozen)
+
+    def set(self, seconds: float) -> None:
+        """Move the clock to ``base + seconds`` (forwards or backwards)."""
+        self.now = self.base + self._timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    return Clock(monkeypatch)
+
+
 @pytest.fixture
 def dump():
     return lambda r: json.dumps(r.get_json(), indent=1)

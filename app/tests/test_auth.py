@@ -318,21 +318,20 @@ def test_me_requires_auth(client):
     assert r.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_logout_all_revokes_access_tokens_too(client, db, user):
-    import time
-
+def test_logout_all_revokes_access_tokens_too(client, db, user, clock):
     from socialsphere.security import issue_access_token
 
-    c = client.as_user(user.token)
+    clock.set(0.2)
+    token, _ = issue_access_token(user.id, "user")
+    c = client.as_user(token)
     assert c.get("/api/v1/auth/me").status_code == 200
-    time.sleep(1.05)  # iat has one-second resolution
+    clock.set(0.4)  # same second: iat and the revocation compare in microseconds
     assert c.post("/api/v1/auth/logout-all").status_code == 204
     r = c.get("/api/v1/auth/me")
     assert r.status_code == 401
     assert error_of(r)["error"] == "token_revoked"
-    time.sleep(1.05)
-    with client.application.app_context():
-        fresh, _ = issue_access_token(user.id, "user")
+    clock.set(0.6)
+    fresh, _ = issue_access_token(user.id, "user")
     assert client.as_user(fresh).get("/api/v1/auth/me").status_code == 200
 
 
