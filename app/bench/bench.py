@@ -85,7 +85,7 @@ import json
 from socialsphere import create_app
 from socialsphere.extensions import db
 from socialsphere.models import Plan, Post, User
-from socialsphere.security import hash_password, issue_access_token
+from socialsphere.security import hash_password
 from socialsphere.subscriptions import ensure_default_plans, subscribe
 app = create_app()
 with app.app_context():
@@ -98,7 +98,10 @@ with app.app_context():
         db.session.add(Post(user_id=user.id, title=f"Post {i}", body="Benchmark content " * 5,
                             platforms=["twitter", "linkedin"]))
     db.session.commit()
-    print(json.dumps({"token": issue_access_token(user.id, "user")[0]}))
+# a token from POST /auth/login, as clients get them (tied to its session since issue 11 item 2)
+r = app.test_client().post("/api/v1/auth/login", json={"email": "bench@example.com", "password": "bench password 1"})
+assert r.status_code == 200, r.get_data(as_text=True)
+print(json.dumps({"token": r.get_json()["access_token"]}))
 """
 
 

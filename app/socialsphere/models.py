@@ -15,8 +15,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
+    exists,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
 from .extensions import db
 from .timeutil import iso, utcnow
@@ -76,20 +79,33 @@ class User(TimestampMixin, db.Model):
 
 class RefreshToken(db.Model):
     """A refresh token, stored as SHA-256 of the random value.  Tokens of one login
-    form a family; presenting a token already rotated revokes the whole family."""
+    form a family (the login session, ``sid`` of its access tokens); presenting a token
+    already rotated revokes the whole family."""
 
     __tablename__ = "refresh_tokens"
+    # serves family lookups and the per-request "is this session revoked" probes (family_live)
+    __table_args__ = (Index("ix_refresh_tokens_family_revoked", "family_id", "revoked_at"),)
     id: Mapped[int] = mapped_column(PK, primary_key=True)
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
     )
-    family_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    family_id: Mapped[str] = mapped_column(String(32), nullable=False)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     expires_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
     rotated_at: Mapped[datetime | None] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
     user_agent: Mapped[str | None] = mapped_column(String(255))
+
+    @classmethod
+    def family_live(cls, family_id: str) -> ColumnElement[bool]:
+        """SQL truth value: the session ``family_id`` is alive, i.e. it has a token not revoked
+        and none revoked.  Revocation marks every token of the family, but a refresh racing it
+        may insert one more unrevoked token: any revoked token keeps the family dead.  Two
+        index probes on ix_refresh_tokens_family_revoked, whatever the family's length."""
+        live = exists().where(cls.family_id == family_id, cls.revoked_at.is_(None))
+        revoked = exists().where(cls.family_id == family_id, cls.revoked_at.is_not(None))
+        return and_(live, ~revoked)
 
 
 class OneTimeToken(db.Model):

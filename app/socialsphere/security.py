@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -64,7 +65,11 @@ def token_digest(token: str) -> str:
 
 # --- JWT --------------------------------------------------------------------
 
-def issue_access_token(user_id: int, role: str) -> tuple[str, int]:
+def issue_access_token(user_id: int, role: str, session_id: str | None = None) -> tuple[str, int]:
+    """A signed access JWT.  ``session_id`` (claim ``sid``) is the refresh token family of the
+    login: the token is refused once that session is revoked (/logout, refresh token reuse,
+    revocation of all sessions).  Without it only user-wide revocation applies (CLI/tests,
+    and tokens of releases before issue 11 item 2)."""
     cfg = current_app.config
     kid = cfg["JWT_ACTIVE_KID"]
     ttl = int(cfg["ACCESS_TOKEN_TTL"])
@@ -82,10 +87,13 @@ def issue_access_token(user_id: int, role: str) -> tuple[str, int]:
         "jti": uuid.uuid4().hex,
         "typ": "access",
     }
+    if session_id is not None:
+        claims["sid"] = session_id
     token = jwt.encode(claims, cfg["JWT_KEYS"][kid], algorithm="HS256", headers={"kid": kid})
     return token, ttl
 
 
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")  # refresh token family ids: secrets.token_hex(16)
 _EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -148,9 +156,27 @@ def current_user():
     return g.get("current_user")
 
 
-def _authenticate():
+def _load_user(user_id: int, claims: dict[str, Any]):
+    """(user or None, is the token's session alive): one round trip.  The session check is
+    folded into the user lookup as two EXISTS probes of an index (no extra query, no write)."""
+    from sqlalchemy import select
+
     from .extensions import db
-    from .models import MAX_ID, User
+    from .models import RefreshToken, User
+
+    sid = claims.get("sid")
+    if sid is None:  # no session (see issue_access_token): user-wide revocation only
+        return db.session.get(User, user_id), True
+    if not isinstance(sid, str) or not _SESSION_ID.fullmatch(sid):
+        raise _invalid_token()
+    row = db.session.execute(
+        select(User, RefreshToken.family_live(sid).label("session_live")).where(User.id == user_id)
+    ).first()
+    return (row[0], bool(row[1])) if row is not None else (None, False)
+
+
+def _authenticate():
+    from .models import MAX_ID
 
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -164,12 +190,12 @@ def _authenticate():
         raise _invalid_token() from None
     if not 1 <= user_id <= MAX_ID:  # no such id; too big for SQLite's INTEGER (OverflowError)
         raise _invalid_token()
-    user = db.session.get(User, user_id)
+    user, session_live = _load_user(user_id, claims)
     if user is None:  # deleted since the token was issued
         raise _invalid_token()
     if user.status != "active":
         raise ApiError("account suspended", status=403, code="account_suspended")
-    if _revoked(claims, user.sessions_revoked_at):
+    if not session_live or _revoked(claims, user.sessions_revoked_at):
         raise ApiError("session revoked", status=401, code="token_revoked")
     # role changes take effect immediately because the role is read from the DB.
     g.current_user = user

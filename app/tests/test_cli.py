@@ -87,6 +87,8 @@ def _env(tmp_path, url):
 
 def test_flask_db_upgrade_then_gunicorn_serves_ready(tmp_path):
     """`flask --app socialsphere.wsgi db upgrade` then Gunicorn with our config answers /readyz."""
+    from socialsphere.schema import SCHEMA_HEAD
+
     env = _env(tmp_path, "sqlite:///" + str(tmp_path / "cli.db"))
     flask = [sys.executable, "-m", "flask", "--app", "socialsphere.wsgi"]
     r = subprocess.run([*flask, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -108,7 +110,7 @@ def test_flask_db_upgrade_then_gunicorn_serves_ready(tmp_path):
                     body = json.loads(resp.read())
             except OSError:
                 time.sleep(0.2)
-        assert body == {"status": "ready", "schema": {"database": "0001_initial", "code": "0001_initial",
+        assert body == {"status": "ready", "schema": {"database": SCHEMA_HEAD, "code": SCHEMA_HEAD,
                                                  "relation": "equal"}}, (tmp_path / "gunicorn.log").read_text()[-3000:]
         for _ in range(4):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()

@@ -145,20 +145,22 @@ def resend_verification():
     return jsonify(status="accepted"), 202
 
 
-def _issue_refresh(user: User, family_id: str | None = None) -> str:
+def _issue_refresh(user: User, family_id: str | None = None) -> tuple[str, str]:
+    """A new refresh token of session ``family_id`` (a new session when None): (token, family)."""
     token = new_opaque_token()
+    family_id = family_id or secrets.token_hex(16)
     db.session.add(RefreshToken(
         user_id=user.id,
-        family_id=family_id or secrets.token_hex(16),
+        family_id=family_id,
         token_hash=token_digest(token),
         expires_at=utcnow() + timedelta(seconds=current_app.config["REFRESH_TOKEN_TTL"]),
         user_agent=(request.headers.get("User-Agent") or "")[:255] or None,
     ))
-    return token
+    return token, family_id
 
 
-def _token_response(user: User, refresh_token: str, status: int = 200):
-    access, ttl = issue_access_token(user.id, user.role)
+def _token_response(user: User, refresh_token: str, session_id: str, status: int = 200):
+    access, ttl = issue_access_token(user.id, user.role, session_id=session_id)
     response = jsonify(access_token=access, token_type="Bearer", expires_in=ttl,  # noqa: S106
                        refresh_token=refresh_token, user=user.to_dict())
     response.status_code = status
@@ -218,9 +220,9 @@ def login():
     user.locked_until = None
     user.last_login_at = utcnow()
     g.current_user = user
-    refresh = _issue_refresh(user)
+    refresh, session_id = _issue_refresh(user)
     db.session.commit()
-    return _token_response(user, refresh)
+    return _token_response(user, refresh, session_id)
 
 
 def _presented_refresh_token(data: dict) -> str:
@@ -268,20 +270,25 @@ def refresh():
         raise ApiError("refresh token revoked", status=401, code="token_revoked")
     if row.expires_at < now:
         raise ApiError("refresh token expired", status=401, code="token_expired")
+    if not db.session.scalar(select(RefreshToken.family_live(row.family_id))):
+        # a token a refresh inserted while its family was being revoked: the session stays dead
+        raise ApiError("refresh token revoked", status=401, code="token_revoked")
     user = db.session.get(User, row.user_id)
     if user is None or user.status != "active":
         raise ApiError("account suspended", status=401, code="invalid_token")
-    # compare-and-set: of two concurrent refreshes with the same token only one wins
+    # compare-and-set: of two concurrent refreshes with the same token only one wins, and a
+    # revocation (logout, reuse detection) committed since the row was read wins over both
     result = db.session.execute(update(RefreshToken).where(RefreshToken.id == row.id,
-                                                           RefreshToken.rotated_at.is_(None))
+                                                           RefreshToken.rotated_at.is_(None),
+                                                           RefreshToken.revoked_at.is_(None))
                                 .values(rotated_at=now))
     if result.rowcount != 1:
         db.session.rollback()
         raise ApiError("refresh token already used", status=401, code="token_reused")
     g.current_user = user
-    new_token = _issue_refresh(user, row.family_id)
+    new_token, _ = _issue_refresh(user, row.family_id)
     db.session.commit()
-    return _token_response(user, new_token)
+    return _token_response(user, new_token, row.family_id)
 
 
 def _clear_cookie(response):
@@ -291,7 +298,8 @@ def _clear_cookie(response):
 
 
 @bp.post("/logout")
-@doc("Revoke this login's refresh token family", tag="auth", body=REFRESH, body_required=False,
+@doc("Revoke this login's session: its refresh token family and the access tokens issued with it",
+     tag="auth", body=REFRESH, body_required=False,
      status=204, response_schema="empty")
 def logout():
     data = validate_body(REFRESH)
