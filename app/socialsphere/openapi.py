@@ -106,7 +106,8 @@ SCHEMAS: dict[str, Any] = {
             "401 of a bearer-token operation: unauthorized (no bearer token), invalid_token (any "
             "token that is not accepted: malformed, forged, wrong key, algorithm or claims, user "
             "deleted), token_expired (refresh it), token_revoked (its login session was logged "
-            "out or revoked, or all sessions of the user were revoked after it was issued). The message never gives a more detailed reason."),
+            "out or revoked, or all sessions of the user were revoked after it was issued). The "
+            "message never gives a more detailed reason."),
         "properties": {
             "error": {"type": "string",
                       "enum": ["unauthorized", "invalid_token", "token_expired", "token_revoked"]},
