@@ -74,8 +74,12 @@ VARIABLES: dict[str, tuple[bool, bool, str]] = {
         "(default: all in development/testing, loopback + private ranges in production)"),
     "SOCIALSPHERE_DB_POOL_SIZE": (False, False, "SQLAlchemy pool size per process (default 5)"),
     "SOCIALSPHERE_DB_MAX_OVERFLOW": (False, False, "SQLAlchemy pool overflow (default 5)"),
-    "SOCIALSPHERE_LOGIN_MAX_FAILURES": (False, False, "failed logins before lockout (default 5)"),
-    "SOCIALSPHERE_LOCKOUT_SECONDS": (False, False, "first lockout length, doubles per extra failure (default 60)"),
+    "SOCIALSPHERE_LOGIN_LIMIT_ACCOUNT": (
+        False, False,
+        "login attempts per email (account or not): COUNT/SECONDS, 0 = off (default 5/180; shared by all workers)"),
+    "SOCIALSPHERE_LOGIN_LIMIT_IP": (
+        False, False,
+        "failed login attempts per client IP: COUNT/SECONDS, 0 = off (default 20/600; shared by all workers)"),
     "SOCIALSPHERE_PUBLISH_MAX_ATTEMPTS": (False, False, "publish attempts before a publication fails (default 5)"),
     "SOCIALSPHERE_EMAIL_MAX_ATTEMPTS": (False, False, "SMTP attempts before an email fails (default 5)"),
     "SOCIALSPHERE_WEBHOOK_ALLOW_PRIVATE": (False, False, "allow private webhook targets (default false in production)"),
@@ -281,8 +285,8 @@ def load_config(instance_path: str) -> dict[str, Any]:
         "RATE_LIMIT_PASSWORD_RESET": _env("RATE_LIMIT_PASSWORD_RESET", "10/3600"),
         # None = the environment's default (see metrics_allow_networks)
         "METRICS_ALLOW": _env("METRICS_ALLOW"),
-        "LOGIN_MAX_FAILURES": _int("LOGIN_MAX_FAILURES", 5, 1),
-        "LOCKOUT_SECONDS": _int("LOCKOUT_SECONDS", 60, 1),
+        "LOGIN_LIMIT_ACCOUNT": _env("LOGIN_LIMIT_ACCOUNT", "5/180"),
+        "LOGIN_LIMIT_IP": _env("LOGIN_LIMIT_IP", "20/600"),
         "PUBLISH_MAX_ATTEMPTS": _int("PUBLISH_MAX_ATTEMPTS", 5, 1),
         "EMAIL_MAX_ATTEMPTS": _int("EMAIL_MAX_ATTEMPTS", 5, 1),
         "WEBHOOK_ALLOW_PRIVATE": _bool("WEBHOOK_ALLOW_PRIVATE", not production),
@@ -318,7 +322,8 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"{PREFIX}BASE_URL must be an https:// URL in production")
     from .ratelimit import parse_limit
 
-    for key, default in (("RATE_LIMIT_REGISTER", "20/3600"), ("RATE_LIMIT_PASSWORD_RESET", "10/3600")):
+    for key, default in (("RATE_LIMIT_REGISTER", "20/3600"), ("RATE_LIMIT_PASSWORD_RESET", "10/3600"),
+                         ("LOGIN_LIMIT_ACCOUNT", "5/180"), ("LOGIN_LIMIT_IP", "20/600")):
         try:
             cfg[key] = parse_limit(cfg.get(key) or default, PREFIX + key)
         except ValueError as exc:

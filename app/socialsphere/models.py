@@ -51,6 +51,8 @@ class User(TimestampMixin, db.Model):
     role: Mapped[str] = mapped_column(String(16), default="user", nullable=False)
     status: Mapped[str] = mapped_column(String(16), default="active", nullable=False)
     email_verified_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # unused since login throttling moved to login_throttles (migration 0003); kept so the
+    # previous release keeps working during a deploy (expand/contract), to be dropped later
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -106,6 +108,18 @@ class RefreshToken(db.Model):
         live = exists().where(cls.family_id == family_id, cls.revoked_at.is_(None))
         revoked = exists().where(cls.family_id == family_id, cls.revoked_at.is_not(None))
         return and_(live, ~revoked)
+
+
+class LoginThrottle(db.Model):
+    """Login attempts in the current window of one client address or one account (email),
+    whether the account exists or not (``login_throttle.py``).  ``key`` is an HMAC of the
+    address or email: the table never holds either."""
+
+    __tablename__ = "login_throttles"
+    __table_args__ = (Index("ix_login_throttles_window_start", "window_start"),)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
 class OneTimeToken(db.Model):

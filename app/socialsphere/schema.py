@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-SCHEMA_HEAD = "0002_refresh_family_revoked"
+SCHEMA_HEAD = "0003_login_throttles"
 
 EQUAL, AHEAD, BEHIND, MISSING = "equal", "ahead", "behind", "missing"
 READY_RELATIONS = frozenset({EQUAL, AHEAD})

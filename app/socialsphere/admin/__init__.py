@@ -7,6 +7,7 @@ from flask import Blueprint, jsonify
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
+from .. import login_throttle
 from ..apidoc import doc
 from ..audit import audit
 from ..auth import revoke_all_sessions
@@ -60,8 +61,8 @@ def _user(user_id: int) -> User:
 def _user_detail(user: User) -> dict:
     data = user.to_dict()
     data["subscription"] = summary(user)
-    data["failed_logins"] = user.failed_logins
-    data["locked"] = bool(user.locked_until and user.locked_until > utcnow())
+    # login attempts counted for the account's email in the current window (login_throttle)
+    data["failed_logins"], data["locked"] = login_throttle.account_state(user.email)
     return data
 
 
@@ -128,8 +129,7 @@ def update_user(user_id: int):
     if data.get("status") == "suspended":
         revoke_all_sessions(user.id)
     if data.get("status") == "active":
-        user.failed_logins = 0
-        user.locked_until = None
+        login_throttle.clear_account(user.email)
     audit("admin.user_update", "user", user.id, {"before": before, "after": data})
     db.session.commit()
     return jsonify(_user_detail(user))

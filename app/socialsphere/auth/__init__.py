@@ -8,6 +8,7 @@ from datetime import timedelta
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select, update
 
+from .. import login_throttle
 from ..apidoc import doc
 from ..audit import audit
 from ..emails import enqueue
@@ -172,54 +173,36 @@ def _token_response(user: User, refresh_token: str, session_id: str, status: int
     return response
 
 
-def _lockout_remaining(user: User) -> int:
-    if user.locked_until is None:
-        return 0
-    remaining = (user.locked_until - utcnow()).total_seconds()
-    return max(0, int(remaining) + 1) if remaining > 0 else 0
+def _bad_credentials(reason: str) -> ApiError:
+    LOGIN_FAILURES.labels(reason).inc()
+    return ApiError("invalid email or password", status=401, code="invalid_credentials")
 
 
 @bp.post("/login")
 @doc("Log in: access JWT + rotating refresh token (also set as HttpOnly cookie)", tag="auth",
      body=LOGIN, response_schema="TokenPair",
-     responses={401: "bad credentials", 403: "account suspended", 429: "locked out (Retry-After)"})
+     responses={401: "bad credentials (the same answer whether the email has an account or not)",
+                403: "account suspended",
+                429: "too many attempts from this address or for this email (Retry-After)"})
 def login():
     data = validate_body(LOGIN)
-    cfg = current_app.config
     email = data["email"].strip().lower()
+    retry_after = login_throttle.attempt(email, request.remote_addr)
+    if retry_after:
+        LOGIN_FAILURES.labels("throttled").inc()
+        raise ApiError("too many failed logins; try again later", status=429, code="rate_limited",
+                       headers={"Retry-After": str(retry_after)})
     user = db.session.scalar(select(User).where(User.email == email))
     if user is None:
-        burn_password_check(data["password"])
-        LOGIN_FAILURES.labels("unknown_user").inc()
-        raise ApiError("invalid email or password", status=401, code="invalid_credentials")
-    remaining = _lockout_remaining(user)
-    if remaining:
-        LOGIN_FAILURES.labels("locked").inc()
-        raise ApiError("too many failed logins; try again later", status=429, code="locked_out",
-                       headers={"Retry-After": str(remaining)})
+        burn_password_check(data["password"])  # the same argon2 cost as a known account
+        raise _bad_credentials("unknown_user")
     if not verify_password(user.password_hash, data["password"]):
-        # atomic increment: concurrent failures all count
-        db.session.execute(update(User).where(User.id == user.id)
-                           .values(failed_logins=User.failed_logins + 1))
-        db.session.refresh(user)
-        LOGIN_FAILURES.labels("bad_password").inc()
-        over = user.failed_logins - cfg["LOGIN_MAX_FAILURES"]
-        if over >= 0:
-            seconds = min(cfg["LOCKOUT_SECONDS"] * 2 ** min(over, 10), 24 * 3600)
-            user.locked_until = utcnow() + timedelta(seconds=seconds)
-            audit("auth.lockout", "user", user.id, {"failed_logins": user.failed_logins,
-                                                    "seconds": seconds}, actor_id=user.id)
-            db.session.commit()
-            raise ApiError("too many failed logins; try again later", status=429,
-                           code="locked_out", headers={"Retry-After": str(seconds)})
-        db.session.commit()
-        raise ApiError("invalid email or password", status=401, code="invalid_credentials")
+        raise _bad_credentials("bad_password")
     if user.status != "active":
         raise ApiError("account suspended", status=403, code="account_suspended")
-    user.failed_logins = 0
-    user.locked_until = None
     user.last_login_at = utcnow()
     g.current_user = user
+    login_throttle.succeeded(email, request.remote_addr)
     refresh, session_id = _issue_refresh(user)
     db.session.commit()
     return _token_response(user, refresh, session_id)
@@ -358,11 +341,10 @@ def password_reset_confirm():
         raise ApiError("invalid input", status=422, code="validation_error",
                        fields={"password": reason})
     user.password_hash = hash_password(data["password"])
-    user.failed_logins = 0
-    user.locked_until = None
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()  # the emailed link proves the address
     revoke_all_sessions(user.id)
+    login_throttle.clear_account(user.email)  # the emailed link proves the owner: let them in
     audit("auth.password_reset", "user", user.id, actor_id=user.id)
     db.session.commit()
     return jsonify(status="ok")
