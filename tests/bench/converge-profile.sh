@@ -13,6 +13,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
+export PATH="$repo/.venv/bin:$PATH" ANSIBLE_CONFIG="$repo/ansible.cfg"   # make venv
 playbook="${1:-playbooks/site.yml}"
 runs="${2:-1}"
 inventory="${PROFILE_INVENTORY:-inventories/lab/hosts.yml}"

@@ -9,9 +9,20 @@ from test_app_support import LoadGenerator
 
 
 def _renew(inv, host):
-    res = lab_exec(inv, host, "env", f"REQUESTS_CA_BUNDLE={CA_BUNDLE}", "certbot", "renew",
-                   "--force-renewal", "--no-random-sleep-on-renew", check=False, timeout=180)
-    assert res.returncode == 0, res.stdout + res.stderr
+    """certbot renew; a run that Pebble failed with badNonce is run again. Pebble
+    rejects 5 % of nonces on purpose (lab_services_pebble_nonce_reject_percent) and
+    certbot retries a rejected nonce once, so about one renewal in fifty fails with a
+    second badNonce in a row; in production the next certbot.timer run (twice a day)
+    is that retry. Any other failure fails the test at once."""
+    for attempt in range(3):
+        res = lab_exec(inv, host, "env", f"REQUESTS_CA_BUNDLE={CA_BUNDLE}", "certbot", "renew",
+                       "--force-renewal", "--no-random-sleep-on-renew", check=False,
+                       timeout=180)
+        out = res.stdout + res.stderr
+        if res.returncode == 0 or "badNonce" not in out:
+            break
+        print(f"{host}: renewal attempt {attempt + 1} failed with badNonce; running it again")
+    assert res.returncode == 0, out
 
 
 def test_forced_renewal_under_load(lab_inventory):
