@@ -10,6 +10,7 @@ import json
 import threading
 import time
 
+import db_support
 from edge_support import Edge, domain, group_hosts, host_address, lab_exec, vip, vip_holder
 from test_app_support import READ_PATH, fail2ban_banned, pebble_root
 
@@ -19,12 +20,15 @@ BAD_LOGIN = {"email": "flood@example.invalid", "password": "wrong-password"}
 
 
 def _clear_login_counters(inv):
-    """Start from empty per-IP login counters (a rerun within their 1 min period
-    would otherwise begin rate limited)."""
+    """Start from empty login counters: HAProxy's per-IP table (1 min period) and
+    the app's login throttle (per address 10 min, per email 3 min, in the
+    database); a rerun would otherwise begin rate limited."""
     script = ("import socket;s=socket.socket(socket.AF_UNIX);s.connect('/run/haproxy/admin.sock');"
               "s.sendall(b'clear table st_login\\n');print(s.recv(4096).decode())")
     for edge_host in group_hosts(inv, "edge"):
         lab_exec(inv, edge_host, "python3", "-c", script)
+    cluster = db_support.Cluster()
+    cluster.psql(cluster.primary(), "DELETE FROM login_throttles", db="socialsphere")
 
 
 JAILS = ("socialsphere-auth", "socialsphere-ratelimit")  # roles/fail2ban, edge hosts
@@ -80,12 +84,15 @@ def test_login_flood_gets_429_while_others_are_served(lab_inventory):
     t = threading.Thread(target=others)
     t.start()
     url = f"https://{domain(lab_inventory)}/api/v1/auth/login"
-    script = (
-        f"curl -s -w '%{{http_code}} ' --cacert /tmp/edge-e2e-root.pem "
-        f"--resolve {domain(lab_inventory)}:443:{vip(lab_inventory)} "
-        f"-H 'Content-Type: application/json' -d '{json.dumps(BAD_LOGIN)}' "
-        + " ".join([f"-o /dev/null {url}"] * FLOOD)
-    )
+    # One curl, one keep-alive connection (the ban only stops new connections),
+    # and a different unknown email per attempt: a credential-stuffing flood. The
+    # app throttles attempts per email (5 per 3 min, then 429 rate_limited), so a
+    # flood on a single email would show 5 failed logins, not LOGIN_MAX.
+    common = (f"-s -o /dev/null -w '%{{http_code}} ' --cacert /tmp/edge-e2e-root.pem "
+              f"--resolve {domain(lab_inventory)}:443:{vip(lab_inventory)} "
+              f"-H 'Content-Type: application/json'")
+    bodies = [json.dumps({**BAD_LOGIN, "email": f"flood{i}@example.invalid"}) for i in range(FLOOD)]
+    script = "curl " + " --next ".join(f"{common} -d '{body}' {url}" for body in bodies)
     holder = vip_holder(lab_inventory)
     banned = {}
     try:
