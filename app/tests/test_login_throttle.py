@@ -170,28 +170,6 @@ def test_limits_can_be_disabled(make_app, db, user):
     assert _login(client, user.email, user.password).status_code == 200
 
 
-def test_default_limits(app):
-    from socialsphere.ratelimit import Limit
-
-    assert app.config["LOGIN_LIMIT_ACCOUNT"] == Limit(5, 180)
-    assert app.config["LOGIN_LIMIT_IP"] == Limit(20, 600)
-
-
-@pytest.mark.parametrize("name,value", [
-    ("SOCIALSPHERE_LOGIN_LIMIT_ACCOUNT", "five"),
-    ("SOCIALSPHERE_LOGIN_LIMIT_IP", "20/0"),
-])
-def test_invalid_limits_named(monkeypatch, tmp_path, name, value):
-    from socialsphere import create_app
-    from socialsphere.config import ConfigError
-
-    monkeypatch.setenv("SOCIALSPHERE_ENV", "development")
-    monkeypatch.setenv("SOCIALSPHERE_INSTANCE_PATH", str(tmp_path))
-    monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError, match=name):
-        create_app()
-
-
 @pytest.mark.parametrize("email", ["x" * 254, "a\u00e9@example.com", "@", " spaced@example.com "])
 def test_odd_emails_are_401_not_500(client, email):
     assert _login(client, email, WRONG).status_code == 401

@@ -137,11 +137,15 @@ def test_limit_disabled(make_app, db):
 def test_default_limits(app):
     assert app.config["RATE_LIMIT_REGISTER"] == Limit(20, 3600)
     assert app.config["RATE_LIMIT_PASSWORD_RESET"] == Limit(10, 3600)
+    assert app.config["LOGIN_LIMIT_ACCOUNT"] == Limit(5, 180)
+    assert app.config["LOGIN_LIMIT_IP"] == Limit(20, 600)
 
 
 @pytest.mark.parametrize("name,value", [
     ("SOCIALSPHERE_RATE_LIMIT_REGISTER", "lots"),
     ("SOCIALSPHERE_RATE_LIMIT_PASSWORD_RESET", "5/0"),
+    ("SOCIALSPHERE_LOGIN_LIMIT_ACCOUNT", "five"),
+    ("SOCIALSPHERE_LOGIN_LIMIT_IP", "20/0"),
     ("SOCIALSPHERE_METRICS_ALLOW", "10.0.0.0/8,not-a-network"),
 ])
 def test_invalid_settings_named(monkeypatch, tmp_path, name, value):
