@@ -1,7 +1,10 @@
 """Transactional email: templates -> outbox table -> SMTP worker (``send-email``)."""
 from __future__ import annotations
 
+import json
 import logging
+import re
+import secrets
 import smtplib
 import ssl
 from datetime import timedelta
@@ -15,17 +18,33 @@ from sqlalchemy import or_, select
 from .extensions import db
 from .metrics import EMAILS
 from .models import EmailMessage
+from .security import decrypt_secret, encrypt_secret
 from .timeutil import utcnow
 
 log = logging.getLogger(__name__)
 TEMPLATES = ("verify_email", "password_reset", "publish_failed")
+# templates whose links carry a one-time token (a mail of an earlier release has it in clear)
+TOKEN_TEMPLATES = ("verify_email", "password_reset")
+# the link's token in a mail queued before secrets were kept apart (scrubbed once it is sent)
+_CLEAR_TOKEN = re.compile(r"(\?token=)[A-Za-z0-9_-]+")
 
 
-def enqueue(to_addr: str, template: str, **context: Any) -> EmailMessage:
-    """Render ``templates/email/<template>.{txt,html}`` and queue it (same transaction)."""
+def enqueue(to_addr: str, template: str, *, token: str | None = None, **context: Any) -> EmailMessage:
+    """Render ``templates/email/<template>.{txt,html}`` and queue it (same transaction).
+
+    A one-time ``token`` never reaches the outbox in clear: the templates are rendered with a
+    random placeholder in its place, and the token is stored Fernet-encrypted (the social
+    tokens' key, ``TOKEN_ENCRYPTION_KEY``) with that placeholder in ``secret_encrypted``.  The
+    worker puts it back into the message it sends (:func:`render_for_sending`) and deletes it
+    once the message is sent."""
     if template not in TEMPLATES:
         raise ValueError(f"unknown email template {template!r}")
     context.setdefault("base_url", current_app.config["BASE_URL"])
+    secret = None
+    if token is not None:
+        # random, so that nothing the user controls (the name in the mail) can match it
+        context["token"] = placeholder = f"redacted-{secrets.token_hex(8)}"
+        secret = encrypt_secret(json.dumps({"placeholder": placeholder, "token": token}))
     text = render_template(f"email/{template}.txt", **context)
     subject_line, _, body = text.partition("\n")
     if not subject_line.startswith("Subject: "):
@@ -37,11 +56,34 @@ def enqueue(to_addr: str, template: str, **context: Any) -> EmailMessage:
         subject=subject_line[len("Subject: "):].strip(),
         body_text=body.lstrip("\n"),
         body_html=html,
+        secret_encrypted=secret,
         status="queued",
         next_attempt_at=utcnow(),
     )
     db.session.add(msg)
     return msg
+
+
+def render_for_sending(msg: EmailMessage) -> tuple[str, str | None]:
+    """The text and HTML bodies as they are sent: the stored ones with the decrypted token in
+    place of its placeholder.  RuntimeError if the secret cannot be decrypted."""
+    text, html = msg.body_text, msg.body_html
+    if msg.secret_encrypted:
+        secret = json.loads(decrypt_secret(msg.secret_encrypted))
+        text = text.replace(secret["placeholder"], secret["token"])
+        html = html.replace(secret["placeholder"], secret["token"]) if html is not None else None
+    return text, html
+
+
+def _forget_secret(msg: EmailMessage) -> None:
+    """After sending: no usable token stays at rest.  The encrypted token is deleted; a mail
+    queued by an earlier release (token in clear in the bodies) has its links redacted."""
+    if msg.secret_encrypted:
+        msg.secret_encrypted = None
+    elif msg.template in TOKEN_TEMPLATES:
+        msg.body_text = _CLEAR_TOKEN.sub(r"\1redacted", msg.body_text)
+        if msg.body_html is not None:
+            msg.body_html = _CLEAR_TOKEN.sub(r"\1redacted", msg.body_html)
 
 
 def _claim(limit: int, lease_seconds: int = 300) -> list[int]:
@@ -98,15 +140,16 @@ def send_pending(limit: int = 50) -> dict[str, int]:
             continue
         msg.attempts += 1
         message_id = make_msgid(domain=cfg["BASE_URL"].split("//")[-1].split("/")[0].split(":")[0] or None)
-        mime = MimeMessage()
-        mime["From"] = cfg["SMTP_FROM"]
-        mime["To"] = msg.to_addr
-        mime["Subject"] = msg.subject
-        mime["Message-ID"] = message_id
-        mime.set_content(msg.body_text)
-        if msg.body_html:
-            mime.add_alternative(msg.body_html, subtype="html")
         try:
+            text, html = render_for_sending(msg)
+            mime = MimeMessage()
+            mime["From"] = cfg["SMTP_FROM"]
+            mime["To"] = msg.to_addr
+            mime["Subject"] = msg.subject
+            mime["Message-ID"] = message_id
+            mime.set_content(text)
+            if html:
+                mime.add_alternative(html, subtype="html")
             _smtp_send(mime)
         except (TimeoutError, smtplib.SMTPException, OSError, RuntimeError) as exc:
             permanent = isinstance(exc, smtplib.SMTPRecipientsRefused) or (
@@ -130,6 +173,7 @@ def send_pending(limit: int = 50) -> dict[str, int]:
             msg.lease_until = None
             msg.last_error = None
             msg.provider_message_id = message_id
+            _forget_secret(msg)
             counts["sent"] += 1
             EMAILS.labels("sent").inc()
         db.session.commit()

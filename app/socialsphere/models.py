@@ -361,7 +361,8 @@ class AuditLog(db.Model):
 
 
 class EmailMessage(db.Model):
-    """Email outbox: rendered at enqueue time, sent by the send-email worker."""
+    """Email outbox: rendered at enqueue time, sent by the send-email worker.  Holds no
+    one-time token in clear (``secret_encrypted``)."""
 
     __tablename__ = "email_outbox"
     __table_args__ = (Index("ix_email_outbox_due", "status", "next_attempt_at"),)
@@ -371,6 +372,9 @@ class EmailMessage(db.Model):
     subject: Mapped[str] = mapped_column(String(255), nullable=False)
     body_text: Mapped[str] = mapped_column(Text, nullable=False)
     body_html: Mapped[str | None] = mapped_column(Text)
+    # the one-time token of the bodies' links, Fernet-encrypted with its placeholder (the bodies
+    # never hold it); deleted once the mail is sent (emails.py)
+    secret_encrypted: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="queued", nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)

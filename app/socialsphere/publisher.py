@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import logging
 import os
 import socket
-import urllib.error
-import urllib.request
+import ssl
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import current_app
@@ -33,6 +34,8 @@ from .timeutil import iso, utcnow
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)
+# one socket.getaddrinfo() entry: (family, type, proto, canonname, sockaddr)
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
 
 
 @dataclass
@@ -44,35 +47,109 @@ class Result:
     external_id: str | None = None
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # never follow redirects (SSRF)
-        return None
-
-
-def check_webhook_target(url: str, allow_private: bool) -> None:
-    """Refuse webhooks to private, loopback, link-local... addresses unless allowed."""
+def _target(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a webhook URL; ValueError unless http(s) with a host."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("webhook URL must be http(s)")
-    if allow_private:
-        return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ValueError("webhook URL has an invalid port") from None
+    return parts.scheme, parts.hostname, port
+
+
+class UnresolvableTarget(ValueError):
+    """The webhook host does not resolve (now): worth retrying, unlike a refused address."""
+
+
+def resolve_webhook_target(url: str, allow_private: bool) -> list[AddrInfo]:
+    """Resolve the webhook host once and check every address it resolves to.
+
+    The publisher connects to exactly these addresses (``_PinnedHTTPConnection``), never
+    resolving the name again: a name that resolves to a public address now and to a private
+    one a moment later (DNS rebinding) cannot get past the check.  Any non-public address
+    (private, loopback, link-local, reserved...) among them refuses the target, unless
+    ``allow_private``."""
+    _scheme, host, port = _target(url)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except OSError:
-        raise ValueError("webhook host does not resolve") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise ValueError("webhook URL points to a non-public address")
+        raise UnresolvableTarget("webhook host does not resolve") from None
+    if not infos:
+        raise UnresolvableTarget("webhook host does not resolve")
+    if not allow_private:
+        for info in infos:
+            if not ipaddress.ip_address(info[4][0]).is_global:
+                raise ValueError("webhook URL points to a non-public address")
+    return infos
+
+
+def check_webhook_target(url: str, allow_private: bool) -> None:
+    """Refuse webhooks to private, loopback, link-local... addresses unless allowed (when an
+    account is connected; the publisher checks again, on the addresses it connects to)."""
+    _target(url)
+    if not allow_private:
+        resolve_webhook_target(url, allow_private)
+
+
+def _connect(addresses: list[AddrInfo], timeout: float) -> socket.socket:
+    """A TCP connection to the first of ``addresses`` that answers (no name resolution)."""
+    error: OSError = OSError("webhook host has no address")
+    for family, kind, proto, _canonname, sockaddr in addresses:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to addresses resolved and checked beforehand; ``Host`` is still the URL's host."""
+
+    def __init__(self, host: str, port: int, addresses: list[AddrInfo], timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._addresses = addresses
+
+    def connect(self) -> None:
+        self.sock = _connect(self._addresses, self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to addresses resolved and checked beforehand; SNI and certificate verification
+    (system CAs, hostname checked) are for the URL's host, not for the address."""
+
+    def __init__(self, host: str, port: int, addresses: list[AddrInfo], timeout: float) -> None:
+        self._tls = ssl.create_default_context()
+        super().__init__(host, port, timeout=timeout, context=self._tls)
+        self._addresses = addresses
+
+    def connect(self) -> None:
+        sock = _connect(self._addresses, self.timeout)
+        try:
+            self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
 
 
 def webhook_adapter(pub: Publication, post: Post, account: SocialAccount) -> Result:
     cfg = current_app.config
     url = account.webhook_url or ""
     try:
-        check_webhook_target(url, cfg["WEBHOOK_ALLOW_PRIVATE"])
+        addresses = resolve_webhook_target(url, cfg["WEBHOOK_ALLOW_PRIVATE"])
+    except UnresolvableTarget as exc:
+        return Result(False, retryable=True, detail=str(exc))
     except ValueError as exc:
         return Result(False, retryable=False, detail=str(exc))
+    scheme, host, port = _target(url)
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     token = decrypt_secret(account.token_encrypted)
     payload = json.dumps({
         "publication_id": pub.id,
@@ -82,26 +159,29 @@ def webhook_adapter(pub: Publication, post: Post, account: SocialAccount) -> Res
         "scheduled_at": iso(pub.scheduled_at),
     }).encode()
     signature = hmac.new(token.encode(), payload, hashlib.sha256).hexdigest()
-    # scheme checked above (http/https only)
-    req = urllib.request.Request(url, data=payload, method="POST", headers={  # noqa: S310
-        "Content-Type": "application/json",
-        "User-Agent": "SocialSphere-Publisher/1.0",
-        "Authorization": f"Bearer {token}",
-        "X-SocialSphere-Signature": f"sha256={signature}",
-        "Idempotency-Key": f"publication-{pub.id}",
-    })
-    opener = urllib.request.build_opener(_NoRedirect)
+    connection_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
+    conn = connection_class(host, port, addresses, cfg["WEBHOOK_TIMEOUT"])
     try:
-        with opener.open(req, timeout=cfg["WEBHOOK_TIMEOUT"]) as resp:
-            status = resp.status
-            body = resp.read(65536)
-    except urllib.error.HTTPError as exc:
-        retryable = exc.code >= 500 or exc.code in (408, 429)
-        return Result(False, retryable=retryable, detail=f"HTTP {exc.code}", http_status=exc.code)
+        # http.client follows no redirects (SSRF): a 3xx is a failed attempt like any non-2xx
+        conn.request("POST", path, body=payload, headers={
+            "Content-Type": "application/json",
+            "User-Agent": "SocialSphere-Publisher/1.0",
+            "Authorization": f"Bearer {token}",
+            "X-SocialSphere-Signature": f"sha256={signature}",
+            "Idempotency-Key": f"publication-{pub.id}",
+        })
+        resp = conn.getresponse()
+        status = resp.status
+        body = resp.read(65536)
     except TimeoutError:
         return Result(False, retryable=True, detail="timeout")
-    except (urllib.error.URLError, OSError) as exc:
+    except (OSError, http.client.HTTPException) as exc:
         return Result(False, retryable=True, detail=f"connection error: {type(exc).__name__}")
+    finally:
+        conn.close()
+    if not 200 <= status < 300:
+        retryable = status >= 500 or status in (408, 429)
+        return Result(False, retryable=retryable, detail=f"HTTP {status}", http_status=status)
     external_id = None
     try:
         parsed = json.loads(body or b"null")

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-SCHEMA_HEAD = "0003_login_throttles"
+SCHEMA_HEAD = "0004_email_outbox_secret"
 
 EQUAL, AHEAD, BEHIND, MISSING = "equal", "ahead", "behind", "missing"
 READY_RELATIONS = frozenset({EQUAL, AHEAD})

@@ -320,6 +320,25 @@ def error_of(response) -> dict:
     return body
 
 
+def outbox_token(db, template: str | None = None) -> str:
+    """The one-time token of the newest queued mail (of ``template``), as the worker will send it
+    (the outbox itself holds it only encrypted)."""
+    import re
+
+    from socialsphere.emails import render_for_sending
+    from socialsphere.models import EmailMessage
+
+    stmt = db.select(EmailMessage).order_by(EmailMessage.id.desc())
+    if template is not None:
+        stmt = stmt.where(EmailMessage.template == template)
+    msg = db.session.scalars(stmt).first()
+    assert msg is not None, "no mail queued"
+    text, _html = render_for_sending(msg)
+    match = re.search(r"token=([A-Za-z0-9_\-]+)", text)
+    assert match, text
+    return match.group(1)
+
+
 class Clock:
     """The app's wall clock, under the test's control: ``socialsphere.timeutil.utcnow()`` (so
     token ``iat``, revocation and throttle times) returns ``base + offset``.  ``base`` is a whole

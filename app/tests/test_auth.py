@@ -1,22 +1,10 @@
-import re
 from datetime import timedelta
 
 import pytest
-from conftest import create_user, error_of
+from conftest import create_user, error_of, outbox_token
 from sqlalchemy import select
 
 REG = {"email": "Bob@Example.com", "password": "a long enough pass", "name": "Bob"}
-
-
-def _outbox_token(db, template):
-    from socialsphere.models import EmailMessage
-
-    msg = db.session.scalars(select(EmailMessage).where(EmailMessage.template == template)
-                             .order_by(EmailMessage.id.desc())).first()
-    assert msg is not None
-    match = re.search(r"token=([A-Za-z0-9_\-]+)", msg.body_text)
-    assert match, msg.body_text
-    return match.group(1)
 
 
 def login(client, email, password, **kw):
@@ -30,7 +18,7 @@ def test_register_queues_verification_and_verify(client, db):
     assert user["email"] == "bob@example.com"
     assert user["email_verified"] is False
     assert "password" not in str(r.get_json())
-    token = _outbox_token(db, "verify_email")
+    token = outbox_token(db, "verify_email")
     r = client.post("/api/v1/auth/verify-email", json={"token": token})
     assert r.status_code == 200
     assert r.get_json()["user"]["email_verified"] is True
@@ -50,7 +38,7 @@ def test_verify_email_expired(client, db):
     from socialsphere.timeutil import utcnow
 
     client.post("/api/v1/auth/register", json=REG)
-    token = _outbox_token(db, "verify_email")
+    token = outbox_token(db, "verify_email")
     row = db.session.scalars(select(OneTimeToken)).one()
     row.expires_at = utcnow() - timedelta(seconds=1)
     db.session.commit()
@@ -241,7 +229,7 @@ def test_logout_all(client, user):
 def test_password_reset_flow(client, db, user):
     r = client.post("/api/v1/auth/password-reset/request", json={"email": user.email})
     assert r.status_code == 202
-    token = _outbox_token(db, "password_reset")
+    token = outbox_token(db, "password_reset")
     refresh = login(client, user.email, user.password).get_json()["refresh_token"]
     r = client.post("/api/v1/auth/password-reset/confirm", json={"token": token, "password": "brand new password"})
     assert r.status_code == 200, r.get_json()
@@ -263,7 +251,7 @@ def test_password_reset_unknown_email_no_enumeration(client, db):
 
 def test_password_reset_weak_password(client, db, user):
     client.post("/api/v1/auth/password-reset/request", json={"email": user.email})
-    token = _outbox_token(db, "password_reset")
+    token = outbox_token(db, "password_reset")
     r = client.post("/api/v1/auth/password-reset/confirm", json={"token": token, "password": "short"})
     assert r.status_code == 422
     r = client.post("/api/v1/auth/password-reset/confirm", json={"token": token, "password": "good new password"})
@@ -279,7 +267,7 @@ def test_resend_verification(client, db):
     u = create_user(db, email="unverified@example.com", verified=False)
     r = client.as_user(u.token).post("/api/v1/auth/resend-verification")
     assert r.status_code == 202
-    token = _outbox_token(db, "verify_email")
+    token = outbox_token(db, "verify_email")
     assert client.post("/api/v1/auth/verify-email", json={"token": token}).status_code == 200
 
 

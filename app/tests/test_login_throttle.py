@@ -6,7 +6,7 @@ Defaults: 5 attempts per account per 180 s, 20 failed attempts per client addres
 with the ``clock`` fixture.
 """
 import pytest
-from conftest import create_user
+from conftest import create_user, outbox_token
 
 LOGIN = "/api/v1/auth/login"
 WRONG = "wrong password!"
@@ -128,19 +128,12 @@ def test_client_address_from_trusted_proxy_only(make_app, db, user, clock):
 
 
 def test_password_reset_and_reactivation_clear_the_account_count(client, db, user, admin_client, clock):
-    import re
-
-    from sqlalchemy import select
-
-    from socialsphere.models import EmailMessage
-
     for _ in range(6):
         _login(client, user.email, WRONG)
     detail = admin_client.get(f"/api/v1/admin/users/{user.id}").get_json()
     assert detail["locked"] is True and detail["failed_logins"] == 6
     assert client.post("/api/v1/auth/password-reset/request", json={"email": user.email}).status_code == 202
-    msg = db.session.scalars(select(EmailMessage).order_by(EmailMessage.id.desc())).first()
-    token = re.search(r"token=([A-Za-z0-9_\-]+)", msg.body_text).group(1)
+    token = outbox_token(db)
     r = client.post("/api/v1/auth/password-reset/confirm", json={"token": token, "password": "the new password"})
     assert r.status_code == 200
     assert _login(client, user.email, "the new password").status_code == 200

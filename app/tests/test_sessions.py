@@ -3,10 +3,9 @@
 Time is controlled with the ``clock`` fixture (conftest): every ``clock.set(x)`` with x < 1
 is the same wall-clock second, so the tests need no sleeping.
 """
-import re
 
 import pytest
-from conftest import error_of
+from conftest import error_of, outbox_token
 from sqlalchemy import select
 
 NEW_PASSWORD = "a brand new password"
@@ -23,12 +22,8 @@ def _me(client, token):
 
 
 def _reset_token(client, db, user):
-    from socialsphere.models import EmailMessage
-
     assert client.post("/api/v1/auth/password-reset/request", json={"email": user.email}).status_code == 202
-    msg = db.session.scalars(select(EmailMessage).where(EmailMessage.template == "password_reset")
-                             .order_by(EmailMessage.id.desc())).first()
-    return re.search(r"token=([A-Za-z0-9_\-]+)", msg.body_text).group(1)
+    return outbox_token(db, "password_reset")
 
 
 def _revoke(cause, client, db, user, admin_client, token, reset_token):

@@ -1,6 +1,8 @@
 import hashlib
 import hmac
 import json
+import socket
+import ssl
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -16,11 +18,13 @@ def future(hours=24):
 
 
 class Webhook:
-    """A real HTTP server on 127.0.0.1 recording the POSTs the publisher makes."""
+    """A real HTTP server on 127.0.0.1 recording the POSTs the publisher makes (HTTPS with
+    ``tls``, an SSL server context; ``server_names`` records the TLS SNI names received)."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.status = 200
         self.received = []
+        self.server_names = []
         self.lock = threading.Lock()
         outer = self
 
@@ -31,7 +35,7 @@ class Webhook:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with outer.lock:
-                    outer.received.append((dict(self.headers), body))
+                    outer.received.append((self.headers, body))  # names case-insensitive
                     n = len(outer.received)
                 status = outer.status(n) if callable(outer.status) else outer.status
                 payload = json.dumps({"id": f"ext-{n}"}).encode()
@@ -43,7 +47,11 @@ class Webhook:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        if tls is not None:
+            tls.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
@@ -396,3 +404,157 @@ def test_back_to_draft_cancels_pending_and_reschedule_works(auth_client, db):
     assert r.status_code == 201
     make_due(db)
     assert publish_due()["success"] == 1
+
+
+# ---- webhook target: resolved once, connected to as checked (issue 11 item 5) ------------------
+
+PUBLIC_IP = "93.184.215.14"  # a global address; the tests' socket.connect never really dials it
+
+
+def _due_webhook_publication(db, user, url):
+    from socialsphere.models import Post, Publication, SocialAccount
+    from socialsphere.security import encrypt_secret
+    from socialsphere.timeutil import utcnow
+
+    # inserted directly: the account's creation would consume the resolver's first answer
+    acc = SocialAccount(user_id=user.id, platform="webhook", handle="h", adapter="webhook",
+                        webhook_url=url, token_encrypted=encrypt_secret("hook-secret"))
+    db.session.add(acc)
+    db.session.flush()
+    past = utcnow() - timedelta(seconds=1)
+    post = Post(user_id=user.id, body="B", status="scheduled", platforms=["webhook"], scheduled_at=past)
+    db.session.add(post)
+    db.session.flush()
+    pub = Publication(post_id=post.id, account_id=acc.id, scheduled_at=past, next_attempt_at=past)
+    db.session.add(pub)
+    db.session.commit()
+    return pub.id
+
+
+def _fake_dns(monkeypatch, name, answers):
+    """socket.getaddrinfo answers for ``name``: ``answers[n]`` (a list of IPv4 addresses) on
+    the n-th call, the last one ever after; other names resolve normally.  Returns the calls."""
+    calls = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        calls.append(host)
+        ips = answers[min(len(calls), len(answers)) - 1]
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, int(port))) for ip in ips]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return calls
+
+
+def _record_connects(monkeypatch, public_server_port):
+    """Record every socket.connect(); a connection to PUBLIC_IP reaches the local receiver
+    instead (it plays the public server), any other one goes where it was asked to."""
+    connects = []
+    real = socket.socket.connect
+
+    def connect(sock, address):
+        connects.append(address)
+        if address[0] == PUBLIC_IP:
+            return real(sock, ("127.0.0.1", public_server_port))
+        return real(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return connects
+
+
+def test_webhook_dns_rebinding_connects_to_the_checked_address(make_app, db, user, webhook, monkeypatch):
+    """The name resolves to a public address when checked and to 127.0.0.1 afterwards (DNS
+    rebinding): the request goes to the public address that was checked, never to 127.0.0.1."""
+    from socialsphere.publisher import publish_due
+
+    app = make_app(WEBHOOK_ALLOW_PRIVATE=False)
+    pub_id = _due_webhook_publication(db, user, f"http://rebind.test:{webhook.port}/hook")
+    calls = _fake_dns(monkeypatch, "rebind.test", [[PUBLIC_IP], ["127.0.0.1"]])
+    connects = _record_connects(monkeypatch, webhook.port)
+    with app.app_context():
+        assert publish_due() == {"success": 1, "retry": 0, "failed": 0, "skipped": 0}
+    assert connects == [(PUBLIC_IP, webhook.port)]
+    assert calls == ["rebind.test"]  # resolved once
+    (headers, _body), = webhook.received
+    assert headers["Host"] == f"rebind.test:{webhook.port}"  # the URL's host, not the address
+    from socialsphere.models import Publication
+
+    db.session.expire_all()
+    assert db.session.get(Publication, pub_id).status == "published"
+
+
+def test_webhook_any_private_address_is_refused(make_app, db, user, webhook, monkeypatch):
+    """Every address the name resolves to is checked: one private address among public ones
+    refuses the target (not retried) and nothing is connected to."""
+    from socialsphere.models import Publication
+    from socialsphere.publisher import publish_due
+
+    app = make_app(WEBHOOK_ALLOW_PRIVATE=False)
+    pub_id = _due_webhook_publication(db, user, f"http://rebind.test:{webhook.port}/hook")
+    _fake_dns(monkeypatch, "rebind.test", [[PUBLIC_IP, "127.0.0.1"]])
+    connects = _record_connects(monkeypatch, webhook.port)
+    with app.app_context():
+        assert publish_due()["failed"] == 1
+    assert connects == [] and webhook.received == []
+    db.session.expire_all()
+    assert "non-public" in db.session.get(Publication, pub_id).last_error
+
+
+def _certificate(tmp_path, dns_name):
+    """A self-signed certificate (its own CA) for ``dns_name`` only (no IP address)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / f"{dns_name}.pem", tmp_path / f"{dns_name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_path, key_path)
+    return str(cert_path), server
+
+
+@pytest.mark.parametrize("cert_name,ok", [("hook.test", True), ("other.test", False)])
+def test_webhook_https_to_the_pinned_address_verifies_the_hostname(make_app, db, user, monkeypatch, tmp_path,
+                                                                    cert_name, ok):
+    """Connecting to the resolved address keeps TLS about the URL's host: SNI and certificate
+    verification use hook.test (the certificate names no IP address), a certificate for another
+    name is refused."""
+    from socialsphere.models import Publication
+    from socialsphere.publisher import publish_due
+
+    cafile, server_context = _certificate(tmp_path, cert_name)
+    monkeypatch.setenv("SSL_CERT_FILE", cafile)  # the test certificate is the only trusted CA
+    hook = Webhook(tls=server_context)
+    try:
+        pub_id = _due_webhook_publication(db, user, f"https://hook.test:{hook.port}/hook")
+        _fake_dns(monkeypatch, "hook.test", [["127.0.0.1"]])
+        with make_app().app_context():  # private addresses allowed, as in development
+            counts = publish_due()
+    finally:
+        hook.close()
+    assert hook.server_names == ["hook.test"]
+    db.session.expire_all()
+    pub = db.session.get(Publication, pub_id)
+    if ok:
+        assert counts["success"] == 1
+        (headers, _body), = hook.received
+        assert headers["Host"] == f"hook.test:{hook.port}"
+    else:
+        assert counts["retry"] == 1 and hook.received == []
+        assert pub.last_error == "connection error: SSLCertVerificationError"
