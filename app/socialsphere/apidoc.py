@@ -18,7 +18,13 @@ def doc(
     response_schema: str | None = None,
     status: int = 200,
 ) -> Callable:
-    """Attach API documentation to a view function."""
+    """Attach API documentation to a view function.
+
+    ``openapi.py`` adds what shared code answers: 400/413/415/422 with a body, 422 with a
+    query, 404 with an integer path parameter, 401/403 behind ``login_required`` /
+    ``admin_required``, 429 behind ``rate_limited``. ``body_required=False`` must go with
+    ``validate_body(..., required=False)`` (tests/test_openapi_conformance.py checks both).
+    """
 
     def decorator(view: Callable) -> Callable:
         view._apidoc = {  # type: ignore[attr-defined]

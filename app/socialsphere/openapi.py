@@ -1,7 +1,8 @@
 """OpenAPI 3.1 document built from the URL map and the ``@doc`` metadata of each view.
 
 ``tests/test_openapi.py`` checks that every API route is documented and that the
-document lists no route that does not exist.
+document lists no route that does not exist; ``tests/test_openapi_conformance.py`` sends
+every operation crafted requests and checks each answer is declared as it comes.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from typing import Any
 
 from flask import Flask
+from werkzeug.routing import Rule
 
 from . import __version__
 from .apidoc import get_doc
@@ -162,6 +164,33 @@ SCHEMAS: dict[str, Any] = {
 
 ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content"}
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
+                               "schema": {"type": "integer", "minimum": 1}}}
+RESPONSES: dict[str, Any] = {
+    "MethodNotAllowed": {
+        "description": (
+            "Any method that a path does not list (among GET, POST, PUT, PATCH, DELETE): "
+            "405 method_not_allowed, with an Allow header naming the methods the path has "
+            "(HEAD with GET, and OPTIONS). Not attached to operations: a listed method never "
+            "answers 405."),
+        "headers": {"Allow": {"description": "the methods of the path, comma separated",
+                              "schema": {"type": "string"}}},
+        "content": ERROR_JSON,
+    },
+}
+DESCRIPTION = """See docs/api-contract.md for the human summary.
+
+* Errors are `{"error", "message", "fields"?}` (schema Error); 401 of bearer-token operations: \
+schema Unauthorized. A method a path does not list is a 405 (components/responses/MethodNotAllowed).
+* Query parameters an operation does not list are ignored (on every operation); listed ones \
+are validated (422 with `fields`). A repeated parameter counts with its last value.
+* Request bodies are JSON objects (`application/json`, else 415; over the size limit 413; \
+malformed or not an object 400). Where `requestBody.required` is true an absent body is a 400; \
+where it is false an absent body means `{}`. Operations without a requestBody do not read a body.
+* Integer fields accept any JSON number with no fractional part (`3614.0` is 3614), as JSON \
+Schema's `integer` type does; `3614.5`, strings and booleans are refused (422).
+* Integer path parameters (ids) outside their minimum..maximum are a 404, like ids that do not \
+exist."""
 
 
 def is_api_rule(rule: str) -> bool:
@@ -193,6 +222,69 @@ def _response(schema_name: str | None, status: int) -> dict[str, Any]:
         "schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}
 
 
+def _declare(responses: dict[str, Any], status: int, description: str, schema_name: str = "Error") -> None:
+    """Add an error response, or append ``description`` to the one declared for ``status``."""
+    found = responses.get(str(status))
+    if found is None:
+        responses[str(status)] = {"description": description, "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}
+    elif description not in found["description"]:
+        found["description"] += "; " + description
+
+
+def _operation(rule: Rule, view: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """One operation: the view's ``@doc`` plus every response the shared code can give it
+    (body and query validation, bounded ids, authentication, rate limits)."""
+    op: dict[str, Any] = {
+        "operationId": rule.endpoint.replace(".", "_"),
+        "summary": meta["summary"],
+        "tags": [meta["tag"]],
+    }
+    responses = {str(meta["status"]): _response(meta["response_schema"], meta["status"])}
+    for status, described in meta["responses"].items():
+        # "description" (an Error body) or ("description", "SchemaName")
+        description, schema_name = described if isinstance(described, tuple) else (described, "Error")
+        _declare(responses, status, description, schema_name)
+    params = _path_params(rule.rule)
+    if any(p["schema"]["type"] == "integer" for p in params):  # the router's BoundedInt
+        also = f"also any id outside 1..{MAX_ID}"
+        if "404" in responses:
+            responses["404"]["description"] += f" ({also})"
+        else:
+            _declare(responses, 404, f"not found ({also})")
+    for name, f in (meta["query"] or {}).items():
+        params.append({"name": name, "in": "query", "required": False, "schema": f.openapi()})
+    if meta["query"]:
+        _declare(responses, 422, "invalid query parameter value (`fields` names each)")
+    if params:
+        op["parameters"] = params
+    if meta["body"] is not None:
+        required = bool(meta["body_required"])
+        op["requestBody"] = {
+            "required": required,
+            "content": {"application/json": {"schema": schema_openapi(meta["body"])}},
+        }
+        _declare(responses, 400, "malformed JSON or a body that is not a JSON object"
+                 + (", or no body" if required else ""))
+        _declare(responses, 413, "request body over the size limit (with or without Content-Length)")
+        _declare(responses, 415, "request body not application/json")
+        _declare(responses, 422, "validation error (`fields` names each refused field)")
+    auth = getattr(view, "_auth", None)
+    if auth:
+        op["security"] = [{"bearerAuth": []}]
+        responses["401"] = {"description": "no bearer token, or one that is not accepted", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Unauthorized"}}}}
+        if auth == "admin":
+            _declare(responses, 403, "not an admin")
+        _declare(responses, 403, "account suspended")
+    if getattr(view, "_rate_limit", None) and "429" not in responses:
+        _declare(responses, 429, "too many requests from this client address")
+    if "429" in responses:
+        responses["429"]["headers"] = RETRY_AFTER
+    op["responses"] = dict(sorted(responses.items()))
+    return op
+
+
 def build_openapi(app: Flask) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for rule in app.url_map.iter_rules():
@@ -202,51 +294,16 @@ def build_openapi(app: Flask) -> dict[str, Any]:
         meta = get_doc(view)
         if meta is None:
             continue  # the test fails on undocumented API routes
-        auth = getattr(view, "_auth", None)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            op: dict[str, Any] = {
-                "operationId": rule.endpoint.replace(".", "_"),
-                "summary": meta["summary"],
-                "tags": [meta["tag"]],
-                "responses": {str(meta["status"]): _response(meta["response_schema"], meta["status"])},
-            }
-            params = _path_params(rule.rule)
-            if meta["query"]:
-                for name, f in meta["query"].items():
-                    params.append({"name": name, "in": "query", "required": False,
-                                   "schema": f.openapi()})
-            if params:
-                op["parameters"] = params
-            if meta["body"] is not None:
-                op["requestBody"] = {
-                    "required": bool(meta["body_required"]),
-                    "content": {"application/json": {"schema": schema_openapi(meta["body"])}},
-                }
-                op["responses"]["400"] = {"description": "malformed JSON",
-                                          "content": ERROR_JSON}
-                op["responses"]["422"] = {"description": "validation error (fields)",
-                                          "content": ERROR_JSON}
-            for status, described in meta["responses"].items():
-                # "description" (an Error body) or ("description", "SchemaName")
-                description, schema_name = (described if isinstance(described, tuple)
-                                            else (described, "Error"))
-                op["responses"][str(status)] = {"description": description, "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}
-            if auth:
-                op["security"] = [{"bearerAuth": []}]
-                op["responses"]["401"] = {"description": "unauthenticated", "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Unauthorized"}}}}
-                if auth == "admin":
-                    op["responses"].setdefault("403", {"description": "not an admin"})
-            paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = op
+            paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = _operation(rule, view, meta)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "SocialSphere AI API", "version": __version__,
-                 "description": "See docs/api-contract.md for the human summary."},
+        "info": {"title": "SocialSphere AI API", "version": __version__, "description": DESCRIPTION},
         "servers": [{"url": "/"}],
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": SCHEMAS,
+            "responses": RESPONSES,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                "bearerFormat": "JWT"}},
         },

@@ -134,6 +134,7 @@ def rate_limited(name: str) -> Callable:
                                headers={"Retry-After": str(retry_after)})
             return view(*args, **kwargs)
 
+        wrapper._rate_limit = name  # type: ignore[attr-defined]  # openapi.py declares the 429
         return wrapper
 
     return decorator

@@ -50,7 +50,10 @@ class Field:
         elif self.type == "datetime":
             schema = {"type": "string", "format": "date-time"}
         elif self.type == "integer":
-            schema = {"type": "integer"}
+            # the bounds check_field applies, also where the field names none
+            schema = {"type": "integer",
+                      "minimum": self.minimum if self.minimum is not None else -MAX_INT,
+                      "maximum": self.maximum if self.maximum is not None else MAX_INT}
         elif self.type == "boolean":
             schema = {"type": "boolean"}
         elif self.type == "array":
@@ -67,10 +70,6 @@ class Field:
             schema["maxLength"] = self.max_length
         if self.choices:
             schema["enum"] = list(self.choices)
-        if self.minimum is not None:
-            schema["minimum"] = self.minimum
-        if self.maximum is not None:
-            schema["maximum"] = self.maximum
         if self.nullable and "type" in schema:
             schema["type"] = [schema["type"], "null"]
         if self.description:
@@ -148,6 +147,8 @@ def check_field(f: Field, value: Any, *, coerce: bool = False) -> Any:
             if not re.fullmatch(r"-?\d{1,12}", value.strip()):
                 raise ValueError("must be an integer")
             value = int(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 3614.0 is an integer in JSON (and JSON Schema's "integer")
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError("must be an integer")
         lo = f.minimum if f.minimum is not None else -MAX_INT
@@ -210,9 +211,13 @@ def validate(schema: dict[str, Field], data: Any, *, partial: bool = False,
     return result
 
 
-def json_body() -> Any:
+def json_body(*, required: bool = True) -> Any:
+    """The parsed JSON body; an absent (empty) body is ``{}`` where the body is optional and
+    a 400 where it is required (``requestBody.required`` in the OpenAPI document)."""
     raw = request.get_data(cache=True)
     if not raw:
+        if required:
+            raise ApiError("request body required: a JSON object", status=400, code="bad_request")
         return {}
     if not request.is_json:
         raise ApiError("Content-Type must be application/json", status=415,
@@ -224,15 +229,20 @@ def json_body() -> Any:
         raise ApiError("malformed JSON body", status=400, code="bad_request") from None
 
 
-def validate_body(schema: dict[str, Field], *, partial: bool = False) -> dict[str, Any]:
-    return validate(schema, json_body(), partial=partial)
+def validate_body(schema: dict[str, Field], *, partial: bool = False,
+                  required: bool = True) -> dict[str, Any]:
+    """``required``: as the view's ``@doc(body_required=...)``; False only for bodies whose
+    every field is optional and whose absence means "nothing given"."""
+    return validate(schema, json_body(required=required), partial=partial)
 
 
 def validate_query(schema: dict[str, Field]) -> dict[str, Any]:
+    """The query parameters of ``schema`` (the last value of a repeated one). Parameters the
+    schema does not name are ignored, on every operation (docs/api-contract.md)."""
     data: dict[str, Any] = {}
     for key in request.args:
-        values = request.args.getlist(key)
-        data[key] = values[-1]
+        if key in schema:
+            data[key] = request.args.getlist(key)[-1]
     return validate(schema, data, coerce=True)
 
 

@@ -138,7 +138,7 @@ def verify_email():
      response_schema="Status", responses={401: "unauthenticated"})
 @login_required
 def resend_verification():
-    validate_body({})
+    validate_body({}, required=False)
     user = current_user()
     if user.email_verified_at is None:
         _send_verification(user)
@@ -234,7 +234,7 @@ def _revoke_family(family_id: str) -> None:
      body_required=False, response_schema="TokenPair",
      responses={401: "invalid, expired, revoked or reused refresh token"})
 def refresh():
-    data = validate_body(REFRESH)
+    data = validate_body(REFRESH, required=False)
     presented = _presented_refresh_token(data)
     row = db.session.scalar(select(RefreshToken).where(RefreshToken.token_hash == token_digest(presented)))
     if row is None:
@@ -285,7 +285,7 @@ def _clear_cookie(response):
      tag="auth", body=REFRESH, body_required=False,
      status=204, response_schema="empty")
 def logout():
-    data = validate_body(REFRESH)
+    data = validate_body(REFRESH, required=False)
     token = data.get("refresh_token") or request.cookies.get(COOKIE)
     if token:
         row = db.session.scalar(select(RefreshToken).where(RefreshToken.token_hash == token_digest(token)))
