@@ -7,8 +7,9 @@ reads ufw's files once (one grep) and calls the module only for what differs.
 
 The grep prints ``file:line`` for these lines:
 
-* ``/etc/ufw/ufw.conf``: ``ENABLED=yes|no`` and ``LOGLEVEL=...``; ``ufw status``
-  reports "active" and the logging level from the same two settings;
+* ``/etc/ufw/ufw.conf``: ``ENABLED=yes|no`` and ``LOGLEVEL=...`` (``ufw status``
+  reports the logging level from the latter; it calls the firewall "active"
+  only when ufw's chains are loaded, which the role checks with iptables);
 * ``/etc/default/ufw``: ``IPV6=yes|no`` and the three ``DEFAULT_*_POLICY``;
 * ``/etc/ufw/user.rules`` and ``user6.rules``: one comment line per rule added
   with ``ufw allow|limit ...``::
