@@ -50,7 +50,7 @@ lab-up: venv ## Create (or converge) the lab hosts and write inventories/lab/
 	$(LABCTL) up
 
 lab-deploy: venv release ## Run playbooks/site.yml against the lab
-	$(LAB_PLAYBOOK) playbooks/site.yml
+	time $(LAB_PLAYBOOK) playbooks/site.yml
 
 lab-info: venv ## Print where the lab's app answers and how to log in
 	@$(LABCTL) info
@@ -73,9 +73,10 @@ lab-purge: ## lab-down, plus the base images and the package cache
 # ---------------------------------------------------------------- tests
 .PHONY: test test-fast lint test-app test-infra molecule molecule-all test-e2e test-drills
 test: ## The whole suite: lint, app, infra unit tests, Molecule (CI set), lab end-to-end
-	$(MAKE) test-fast
-	$(MAKE) molecule
-	$(MAKE) test-e2e
+	@# `time` prints each part's wall time: CI's budget is tracked per part.
+	time $(MAKE) test-fast
+	time $(MAKE) molecule
+	time $(MAKE) test-e2e
 
 test-fast: lint test-app test-infra ## Inner loop: lint, app tests, infra unit tests (no containers)
 
@@ -116,7 +117,7 @@ E2E_CI := tests/lab tests/e2e/test_00_idempotence.py \
 
 test-e2e: venv ## Bring up the lab, deploy, and run the end-to-end tests against it
 	$(MAKE) lab
-	SSAI_FAIL_ON_SKIP=1 $(PYTEST) -rs $(E2E_CI)
+	SSAI_FAIL_ON_SKIP=1 $(PYTEST) -rs --durations=15 $(E2E_CI)
 
 test-drills: venv ## Every end-to-end test and failure drill against the running lab
 	$(PYTEST) tests/lab tests/e2e

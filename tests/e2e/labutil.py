@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -19,16 +20,20 @@ def run_playbook(playbook, *extra, timeout=1800):
     return ansible_run.run_playbook(INVENTORY, playbook, *extra, vault_pass=VAULT_PASS, timeout=timeout)
 
 
+_RECAP_LINE = re.compile(r"^(\S+)\s+:\s+((?:[a-z]+=\d+\s*)+)$")
+
+
 def parse_recap(output):
-    """PLAY RECAP lines → {host: {"ok": n, "changed": n, ...}}."""
+    """PLAY RECAP lines → {host: {"ok": n, "changed": n, ...}}. Lines after the
+    recap that are not host counters (warnings printed at exit) are ignored."""
     recap, in_recap = {}, False
     for line in output.splitlines():
         if line.startswith("PLAY RECAP"):
             in_recap, recap = True, {}
             continue
-        if in_recap and ":" in line and "=" in line:
-            host, _, counters = line.partition(":")
-            recap[host.strip()] = {k: int(v) for k, v in (c.split("=") for c in counters.split())}
+        match = _RECAP_LINE.match(line.rstrip()) if in_recap else None
+        if match:
+            recap[match.group(1)] = {k: int(v) for k, v in (c.split("=") for c in match.group(2).split())}
     return recap
 
 
