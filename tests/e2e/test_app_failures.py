@@ -72,6 +72,20 @@ def test_worker_timers_are_active(lab_inventory):
         assert res.returncode == 0, (host, res.stderr)
 
 
+def test_gunicorn_control_socket_is_private_to_the_service(lab_inventory):
+    """gunicornc's socket is in the unit's runtime directory, owner-only, and
+    answers there; none in the service user's home (Gunicorn's default)."""
+    for host in group_hosts(lab_inventory, "app"):
+        mode = lab_exec(lab_inventory, host, "stat", "-c", "%A %U", "/run/socialsphere/gunicorn.ctl").stdout.split()
+        assert mode == ["srw-------", "socialsphere"], (host, mode)
+        out = lab_exec(lab_inventory, host, "runuser", "-u", "socialsphere", "--",
+                       "/srv/socialsphere/current/venv/bin/gunicornc", "-s", "/run/socialsphere/gunicorn.ctl",
+                       "-c", "show workers", "-j").stdout
+        assert "pid" in out, (host, out)
+        home = lab_exec(lab_inventory, host, "find", "/var/lib/socialsphere", "-name", "*.ctl").stdout
+        assert home.strip() == "", (host, home)
+
+
 def test_stopped_app_host_is_marked_down_and_traffic_continues(lab_inventory):
     inv = lab_inventory
     apps = group_hosts(inv, "app")

@@ -1,6 +1,7 @@
 """Edge: HTTPS through the VIP reaches the app, the chain is Pebble's, HTTP
 redirects to HTTPS (except the ACME path), HSTS and security headers, request id."""
 import http.client
+import json
 
 from edge_support import Edge, domain, served_certificate, vip
 from test_app_support import READ_PATH
@@ -67,7 +68,45 @@ def test_hsts_is_sent_exactly_once(lab_inventory):
     edge = Edge.from_inventory(lab_inventory)
     for path in ("/readyz", READ_PATH, "/api/v1/does-not-exist", "/static/not-hashed.css"):
         resp = _head(edge, path)
+        # Nginx's own Server header without a version; the app's (gunicorn) never passes.
+        assert resp.headers.get_all("Server") == ["nginx"], (path, resp.headers.get_all("Server"))
         values = resp.headers.get_all("Strict-Transport-Security") or []
         assert values == ["max-age=63072000"], (path, resp.status, values)
         for name in ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy"):
             assert len(resp.headers.get_all(name) or []) == 1, (path, name, resp.headers.get_all(name))
+
+
+def _gzip_request(edge, method, path, body=None):
+    """(status, Content-Encoding, body length) of a request that accepts gzip."""
+    conn = edge.connection()
+    headers = {"Accept-Encoding": "gzip"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, resp.getheader("Content-Encoding"), len(data)
+    finally:
+        conn.close()
+
+
+def test_api_responses_are_never_compressed_pages_and_assets_are(lab_inventory):
+    """BREACH: an API response (tokens, personal data next to data the request
+    controls) is never compressed, whatever its size and type; the HTML pages and
+    the static assets are."""
+    edge = Edge.from_inventory(lab_inventory)
+    # A large JSON document (about 50 KiB), compressed before the fix.
+    status, encoding, size = _gzip_request(edge, "GET", "/api/v1/openapi.json")
+    assert status == 200 and size > 4096, (status, size)
+    assert encoding is None, f"/api/v1/openapi.json was sent {encoding}"
+    login = b'{"email": "breach-probe@example.com", "password": "' + b"x" * 400 + b'"}'
+    status, encoding, _ = _gzip_request(edge, "POST", "/api/v1/auth/login", login)
+    assert 400 <= status < 500 and encoding is None, (status, encoding)
+    status, encoding, _ = _gzip_request(edge, "GET", "/login")
+    assert status == 200 and encoding == "gzip", (status, encoding)
+    status, manifest = edge.get("/static/manifest.json")
+    assert status == 200
+    asset = json.loads(manifest)["assets"]["css/style.css"]
+    status, encoding, _ = _gzip_request(edge, "GET", f"/static/{asset}")
+    assert status == 200 and encoding == "gzip", (asset, status, encoding)
