@@ -1,4 +1,4 @@
-"""Alerts that fire, notify and resolve, in the lab (a drill: `make test-drills`;
+"""Alerts that fire, notify and resolve, in the lab (in CI, last of `make test-e2e`;
 about 4 min). PostgreSQL stopped on the replica fires the replication alert in
 Alertmanager within its `for` plus an evaluation interval (plus the scrape that
 sees it), its email reaches the SMTP sink and its page the webhook sink;
