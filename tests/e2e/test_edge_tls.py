@@ -41,12 +41,13 @@ def test_acme_path_is_not_redirected(lab_inventory):
     conn.close()
 
 
-def _head(edge, path):
+def _request(edge, path, method="GET", body=None, headers=None):
+    """One request on a new connection; the response, with its body read into resp.body."""
     conn = edge.connection()
     try:
-        conn.request("GET", path)
+        conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
-        resp.read()
+        resp.body = resp.read()
         return resp
     finally:
         conn.close()
@@ -54,7 +55,7 @@ def _head(edge, path):
 
 def test_hsts_security_headers_and_request_id(lab_inventory):
     edge = Edge.from_inventory(lab_inventory)
-    resp = _head(edge, "/readyz")
+    resp = _request(edge, "/readyz")
     assert resp.headers.get_all("Strict-Transport-Security") == ["max-age=63072000"]
     assert "default-src 'self'" in resp.getheader("Content-Security-Policy", "")
     assert resp.getheader("X-Content-Type-Options") == "nosniff"
@@ -67,7 +68,7 @@ def test_hsts_is_sent_exactly_once(lab_inventory):
     the app release sends."""
     edge = Edge.from_inventory(lab_inventory)
     for path in ("/readyz", READ_PATH, "/api/v1/does-not-exist", "/static/not-hashed.css"):
-        resp = _head(edge, path)
+        resp = _request(edge, path)
         # Nginx's own Server header without a version; the app's (gunicorn) never passes.
         assert resp.headers.get_all("Server") == ["nginx"], (path, resp.headers.get_all("Server"))
         values = resp.headers.get_all("Strict-Transport-Security") or []
@@ -76,19 +77,13 @@ def test_hsts_is_sent_exactly_once(lab_inventory):
             assert len(resp.headers.get_all(name) or []) == 1, (path, name, resp.headers.get_all(name))
 
 
-def _gzip_request(edge, method, path, body=None):
+def _gzip(edge, path, method="GET", body=None):
     """(status, Content-Encoding, body length) of a request that accepts gzip."""
-    conn = edge.connection()
     headers = {"Accept-Encoding": "gzip"}
     if body is not None:
         headers["Content-Type"] = "application/json"
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, resp.getheader("Content-Encoding"), len(data)
-    finally:
-        conn.close()
+    resp = _request(edge, path, method, body, headers)
+    return resp.status, resp.getheader("Content-Encoding"), len(resp.body)
 
 
 def test_api_responses_are_never_compressed_pages_and_assets_are(lab_inventory):
@@ -97,16 +92,16 @@ def test_api_responses_are_never_compressed_pages_and_assets_are(lab_inventory):
     the static assets are."""
     edge = Edge.from_inventory(lab_inventory)
     # A large JSON document (about 50 KiB), compressed before the fix.
-    status, encoding, size = _gzip_request(edge, "GET", "/api/v1/openapi.json")
+    status, encoding, size = _gzip(edge, "/api/v1/openapi.json")
     assert status == 200 and size > 4096, (status, size)
     assert encoding is None, f"/api/v1/openapi.json was sent {encoding}"
     login = b'{"email": "breach-probe@example.com", "password": "' + b"x" * 400 + b'"}'
-    status, encoding, _ = _gzip_request(edge, "POST", "/api/v1/auth/login", login)
+    status, encoding, _ = _gzip(edge, "/api/v1/auth/login", "POST", login)
     assert 400 <= status < 500 and encoding is None, (status, encoding)
-    status, encoding, _ = _gzip_request(edge, "GET", "/login")
+    status, encoding, _ = _gzip(edge, "/login")
     assert status == 200 and encoding == "gzip", (status, encoding)
     status, manifest = edge.get("/static/manifest.json")
     assert status == 200
     asset = json.loads(manifest)["assets"]["css/style.css"]
-    status, encoding, _ = _gzip_request(edge, "GET", f"/static/{asset}")
+    status, encoding, _ = _gzip(edge, f"/static/{asset}")
     assert status == 200 and encoding == "gzip", (asset, status, encoding)
