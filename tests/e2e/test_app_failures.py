@@ -1,14 +1,17 @@
 """App host failures under load (constant GETs through the edge VIP):
 - kill -9 of Gunicorn's master on one app host: systemd restarts it, HAProxy routes
   around it, no failed (idempotent) request; the worker timers keep running;
+- a request a worker is serving when the master is killed still gets its answer
+  (the unit's KillMode lets workers finish instead of SIGKILLing them);
 - one app host stopped entirely (`labctl stop`, a clean power-off): every HAProxy
   marks it DOWN within the documented time (roles/haproxy/README.md: <= 7 s after it
   stops answering), traffic goes on with no failed request; the host is started
   again and rejoins."""
+import subprocess
 import time
 
 from test_app_support import (Edge, LoadGenerator, group_hosts, haproxy_servers, host_address,
-                              lab_exec, labctl)
+                              lab_all_vars, lab_exec, labctl)
 
 # roles/haproxy/README.md: 2 failed checks, inter 2s + fastinter 1s + 2 x timeout check 2s.
 DOCUMENTED_DOWN_SECONDS = 7
@@ -61,6 +64,38 @@ def test_kill_9_gunicorn_under_load(lab_inventory):
     assert after not in ("", "0", before)
     assert load.result.total > 100
     assert load.result.failed == 0, load.result.summary()
+
+
+def test_request_in_flight_when_the_master_is_killed_is_answered(lab_inventory):
+    """A body sent slowly (8 KiB at 2 KiB/s, about 4 s) keeps a sync worker busy
+    with one request; the master is killed -9 in the middle. systemd signals the
+    remaining workers with SIGTERM (graceful: the current request is finished)
+    instead of SIGKILL, so the client gets an HTTP answer, not a reset. Under load
+    a SIGKILLed worker cut responses after their headers (IncompleteRead), which
+    no proxy can retry."""
+    host = group_hosts(lab_inventory, "app")[0]
+    addr = host_address(lab_inventory, host)
+    name = f"{lab_all_vars(lab_inventory).get('lab_name', 'ssai')}-{host}"
+    body = b'{"email": "in-flight@example.invalid", "password": "not-this-one"' + b" " * 8192 + b"}"
+    before = _main_pid(lab_inventory, host)
+    client = subprocess.Popen(
+        ["docker", "exec", "-i", name, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+         "--limit-rate", "2K", "-H", "Content-Type: application/json", "--data-binary", "@-",
+         f"http://{addr}:8000/api/v1/auth/login"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client.stdin.write(body)
+    client.stdin.close()
+    time.sleep(1.5)
+    assert client.poll() is None, "the slow request finished before the kill: nothing was in flight"
+    lab_exec(lab_inventory, host, "kill", "-9", before)
+    out, err = client.communicate(timeout=60)
+    assert _ready(lab_inventory, host, 60), f"{host}: Gunicorn not back within 60 s"
+    status = out.decode().strip()
+    assert status not in ("", "000"), f"in-flight request cut: curl {client.returncode} {err.decode()}"
+    assert 400 <= int(status) < 500, status
+    for edge_host in group_hosts(lab_inventory, "edge"):
+        assert _wait_status(lab_inventory, edge_host, host, "UP", 30) is not None, \
+            f"{edge_host}: {host} not UP again within 30 s"
 
 
 def test_worker_timers_are_active(lab_inventory):
