@@ -2,10 +2,15 @@
 refused) and the ban lifts after the ban time (the lab sets
 fail2ban_sshd_bantime: 60, so the test takes about 2 minutes).
 
+fail2ban logs to the journal: the ban is in the victim's journal, where the
+recidive jail's filter finds it (one more match than before the attack), and in
+the central journal on the monitoring host.
+
 Attacker and victim are lab hosts; traffic only between lab addresses.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -15,6 +20,8 @@ from test_app_support import fail2ban_banned
 
 ATTACKER_GROUP, VICTIM_GROUP = "app", "db"
 UFW_LIMIT_WINDOW = 30
+REMOTE_DIR = "/var/log/journal/remote"
+CENTRAL_TIMEOUT = 60
 
 
 def dexec(inv, host, *cmd, check=True, timeout=60):
@@ -43,6 +50,28 @@ def failures(inv, victim):
         if "Currently failed:" in line:
             return int(line.split(":")[1])
     raise AssertionError(out)
+
+
+def recidive_matches(inv, victim):
+    """Ban entries the recidive jail's filter finds in the victim's journal
+    (fail2ban-regex with the filter's own journalmatch)."""
+    out = dexec(inv, victim, "fail2ban-regex", "systemd-journal", "recidive", timeout=120).stdout
+    for line in out.splitlines():
+        if line.startswith("Failregex:"):
+            return int(line.split()[1])
+    raise AssertionError(out)
+
+
+def central_bans(inv, victim, address):
+    """fail2ban's "[sshd] Ban <address>" entries of the victim in the central journal."""
+    mons = inv.get("monitoring", {}).get("hosts", [])
+    assert mons, "no monitoring host in the lab"
+    hostname = dexec(inv, victim, "hostname").stdout.strip()
+    res = dexec(inv, mons[0], "journalctl", f"--directory={REMOTE_DIR}", "--no-pager", "-o", "json",
+                "--output-fields=MESSAGE", "SYSLOG_IDENTIFIER=fail2ban", f"_HOSTNAME={hostname}",
+                check=False, timeout=60)
+    return [e for e in map(json.loads, res.stdout.splitlines())
+            if e.get("MESSAGE") == f"[sshd] Ban {address}"]
 
 
 @pytest.fixture
@@ -77,6 +106,9 @@ def pair(lab_inventory):
 
 def test_five_failed_logins_ban_then_unban(pair):
     inv, attacker, a_ip, victim, v_ip, bantime = pair
+    assert "SYSTEMD-JOURNAL" in dexec(inv, victim, "fail2ban-client", "get", "logtarget").stdout
+    recidive_before = recidive_matches(inv, victim)
+    central_before = len(central_bans(inv, victim, a_ip))
     # No extra connection before the attempts: ufw's SSH rate limit (6 per
     # 30 s) must not drop one of the five.
     for i in range(5):
@@ -97,6 +129,14 @@ def test_five_failed_logins_ban_then_unban(pair):
     others = [h for h in inv["_meta"]["hostvars"] if h not in (attacker, victim)]
     if others:
         assert tcp_from(inv, others[0], v_ip) == "open"
+    # The ban is in the journal: the recidive jail counts it, and it reaches the
+    # monitoring host.
+    assert recidive_matches(inv, victim) == recidive_before + 1
+    deadline = time.monotonic() + CENTRAL_TIMEOUT
+    while len(central_bans(inv, victim, a_ip)) <= central_before and time.monotonic() < deadline:
+        time.sleep(2)
+    assert len(central_bans(inv, victim, a_ip)) == central_before + 1, \
+        f"the ban of {a_ip} on {victim} is not in the central journal after {CENTRAL_TIMEOUT} s"
     # the ban lifts after the ban time
     deadline = banned_at + bantime + 30
     while time.monotonic() < deadline and tcp_from(inv, attacker, v_ip) != "open":

@@ -61,3 +61,23 @@ def test_ratelimit_filter(host):
 
 def test_log_present(host):
     assert host.file(LOG).exists
+
+
+def test_fail2ban_logs_to_the_journal(host):
+    assert "SYSTEMD-JOURNAL" in host.run("fail2ban-client get logtarget").stdout
+    assert "SYSLOG_IDENTIFIER=fail2ban" in host.run("fail2ban-client get recidive journalmatch").stdout
+
+
+@pytest.mark.parametrize("message, matched", [
+    ("[sshd] Ban 203.0.113.9", 1),
+    ("[socialsphere-auth] Ban 2001:db8::7", 1),
+    ("[recidive] Ban 203.0.113.9", 0),        # its own bans do not count
+    ("[sshd] Restore Ban 203.0.113.9", 0),    # a restart re-applying a ban is no new offence
+    ("[sshd] Found 203.0.113.9 - 2026-11-25 00:30:00", 0),
+])
+def test_recidive_filter_reads_journal_bans(host, message, matched):
+    # The line as fail2ban's systemd backend renders a journal entry.
+    r = host.run(f"fail2ban-regex 'Nov 25 00:30:00 host1 fail2ban[321]: {message}' "
+                 "recidive")
+    assert r.rc == 0, r.stderr
+    assert f"{matched} matched" in r.stdout, r.stdout
