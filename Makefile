@@ -100,7 +100,7 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # the idempotence gate first (before any drill disturbs the lab), then the
 # checks and the short drills (about 11 min together on an idle 2-core machine:
 # the monitoring tier (targets, probes, SSH tunnel, dashboards' queries, a request
-# found in the central journal), metrics, port scan, fail2ban ban/unban,
+# found in the central journal), metrics, the lab admin's login, port scan, fail2ban ban/unban,
 # replication, PITR restore drill, the stale-inventory guard of the database
 # tier, TLS and compression, rate limits, certificate renewal under load, edge
 # VIP failover, app host failures under load, and last the alerts that fire,
@@ -110,7 +110,7 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # 40 min together) run with `make test-drills`.
 E2E_CI := tests/lab tests/e2e/test_00_idempotence.py \
 	tests/e2e/test_monitoring.py tests/e2e/test_monitoring_dashboards.py tests/e2e/test_monitoring_logs.py \
-	tests/e2e/test_metrics.py tests/e2e/test_base_ports.py tests/e2e/test_base_fail2ban.py \
+	tests/e2e/test_metrics.py tests/e2e/test_app_admin.py tests/e2e/test_base_ports.py tests/e2e/test_base_fail2ban.py \
 	tests/e2e/test_db_replication.py tests/e2e/test_db_restore.py tests/e2e/test_db_inventory_guard.py \
 	tests/e2e/test_edge_tls.py tests/e2e/test_edge_ratelimit.py tests/e2e/test_edge_certbot_renew.py \
 	tests/e2e/test_edge_failover.py tests/e2e/test_app_failures.py tests/e2e/test_monitoring_alerts.py

@@ -2,6 +2,7 @@
 
 * ``db upgrade``            apply migrations (Flask-Migrate; a deploy step)
 * ``create-admin``          create or promote an admin account
+* ``ensure-admin``          the deployment's admin account, idempotent (JSON report)
 * ``seed-demo``             default plans + a demo user with posts (idempotent)
 * ``publish-due``           publish due publications (``--loop`` to keep running)
 * ``send-email``            send queued emails over SMTP (``--loop`` to keep running)
@@ -50,6 +51,57 @@ def _loop(fn, interval: float, once: bool) -> None:
             signal.signal(sig, handler)
 
 
+def _ensure_admin(email: str, name: str, password: str, *, rehash: str, action: str):
+    """Create or bring up to date an admin account; return (user, list of changes).
+
+    rehash: "always" (hash it anew), "differs" (only when the stored hash
+    does not verify it), "never" (only for a new account). An account that gets
+    a new password loses every session. Audited when anything changed."""
+    from .audit import audit
+    from .auth import revoke_all_sessions
+    from .models import User
+    from .security import hash_password, verify_password
+    from .subscriptions import ensure_default_plans, subscribe
+    from .timeutil import utcnow
+
+    if len(password) < 10:
+        raise click.BadParameter("password must be at least 10 characters")
+    ensure_default_plans()
+    email = email.strip().lower()
+    user = db.session.scalar(select(User).where(User.email == email))
+    changes: list[str] = []
+
+    def changed(what: str) -> None:
+        if "created" not in changes:  # a new account reports "created" only
+            changes.append(what)
+
+    if user is None:
+        user = User(email=email, name=name, password_hash=hash_password(password))
+        db.session.add(user)
+        changes.append("created")
+    elif rehash == "always" or (rehash == "differs"
+                                      and not verify_password(user.password_hash, password)):
+        user.password_hash = hash_password(password)
+        changed("password")
+    for field, value in (("role", "admin"), ("status", "active")):
+        if getattr(user, field) != value:
+            setattr(user, field, value)
+            changed(field)
+    if user.email_verified_at is None:
+        user.email_verified_at = utcnow()
+        changed("email_verified")
+    if user.subscription is None:
+        subscribe(user)
+        changed("subscription")
+    db.session.flush()
+    if "password" in changes:
+        revoke_all_sessions(user.id)
+    if changes:
+        audit(action, "user", user.id, {"created": "created" in changes, "changed": changes}, actor_id=None)
+    db.session.commit()
+    return user, changes
+
+
 def register_cli(app: Flask) -> None:
     @app.cli.command("create-admin")
     @click.option("--email", required=True)
@@ -59,32 +111,34 @@ def register_cli(app: Flask) -> None:
                   help="or env SOCIALSPHERE_ADMIN_PASSWORD")
     def create_admin(email: str, name: str, password: str) -> None:
         """Create an admin account, or promote and reset an existing one."""
-        from .audit import audit
-        from .models import User
-        from .security import hash_password
-        from .subscriptions import ensure_default_plans, subscribe
-        from .timeutil import utcnow
+        user, changes = _ensure_admin(email, name, password, rehash="always", action="cli.create_admin")
+        click.echo(f"{'created' if 'created' in changes else 'updated'} admin {user.email} (id {user.id})")
 
-        if len(password) < 10:
-            raise click.BadParameter("password must be at least 10 characters")
-        ensure_default_plans()
-        email = email.strip().lower()
-        user = db.session.scalar(select(User).where(User.email == email))
-        created = user is None
-        if user is None:
-            user = User(email=email, name=name, password_hash=hash_password(password))
-            db.session.add(user)
-        else:
-            user.password_hash = hash_password(password)
-        user.role = "admin"
-        user.status = "active"
-        user.email_verified_at = user.email_verified_at or utcnow()
-        if user.subscription is None:
-            subscribe(user)
-        db.session.flush()
-        audit("cli.create_admin", "user", user.id, {"created": created}, actor_id=None)
-        db.session.commit()
-        click.echo(f"{'created' if created else 'updated'} admin {email} (id {user.id})")
+    @app.cli.command("ensure-admin")
+    @click.option("--email", required=True)
+    @click.option("--name", default="Administrator", show_default=True)
+    @click.option("--password-policy", "policy", type=click.Choice(["enforce", "create"]), default="enforce",
+                  show_default=True,
+                  help="enforce: set the password whenever the account's differs from it; "
+                       "create: only when the account is created")
+    @click.option("--reset-password", is_flag=True,
+                  help="set the password now if it differs, whatever the policy")
+    def ensure_admin(email: str, name: str, policy: str, reset_password: bool) -> None:
+        """Make sure EMAIL is an active, verified admin (the deployment's account).
+
+        The password is read from standard input (never from the command line,
+        where every local user sees it).
+
+        Idempotent: changes only what differs and prints one JSON line
+        {"email", "id", "created", "changed": [...]} (changed empty: nothing done).
+        A password that is set ends every session of the account."""
+        if sys.stdin.isatty():
+            raise click.UsageError("pipe the password into standard input")
+        password = sys.stdin.read().rstrip("\r\n")
+        mode = "differs" if (policy == "enforce" or reset_password) else "never"
+        user, changes = _ensure_admin(email, name, password, rehash=mode, action="cli.ensure_admin")
+        click.echo(json.dumps({"email": user.email, "id": user.id, "created": "created" in changes,
+                               "changed": changes}))
 
     @app.cli.command("seed-demo")
     @click.option("--email", default="demo@example.com", show_default=True)

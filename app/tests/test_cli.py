@@ -36,6 +36,60 @@ def test_create_admin_password_from_env(app, db, monkeypatch):
     assert r.exit_code == 0, r.output
 
 
+def _ensure(runner, *args, password="deploy password 1"):
+    r = runner.invoke(args=["ensure-admin", "--email", "Ops@Example.com", *args], input=password + "\n")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output.strip().splitlines()[-1])
+
+
+def test_ensure_admin_is_idempotent_and_changes_only_what_differs(app, db):
+    from socialsphere.models import AuditLog, User
+    from socialsphere.security import verify_password
+
+    runner = app.test_cli_runner()
+    first = _ensure(runner)
+    assert first["created"] is True and first["changed"] == ["created"]
+    assert _ensure(runner) == {**first, "created": False, "changed": []}
+    user = db.session.get(User, first["id"])
+    assert (user.email, user.role, user.status) == ("ops@example.com", "admin", "active")
+    assert user.email_verified_at is not None and user.subscription is not None
+    # Drift is put back: a demoted, suspended admin is an active admin again.
+    user.role, user.status = "user", "suspended"
+    db.session.commit()
+    assert _ensure(runner)["changed"] == ["role", "status"]
+    # The vault's password changed: enforce sets it and ends the sessions.
+    result = _ensure(runner, password="rotated password 2")
+    assert result["changed"] == ["password"]
+    db.session.expire_all()
+    user = db.session.get(User, first["id"])
+    assert verify_password(user.password_hash, "rotated password 2")
+    assert user.sessions_revoked_at is not None
+    assert db.session.scalars(select(AuditLog.action)).all() == ["cli.ensure_admin"] * 3
+
+
+def test_ensure_admin_create_policy_keeps_a_password_changed_by_its_owner(app, db):
+    from socialsphere.models import User
+    from socialsphere.security import verify_password
+
+    runner = app.test_cli_runner()
+    account = _ensure(runner, "--password-policy", "create")
+    assert _ensure(runner, "--password-policy", "create", password="changed in the vault")["changed"] == []
+    user = db.session.get(User, account["id"])
+    assert verify_password(user.password_hash, "deploy password 1")
+    # On request: set now.
+    assert _ensure(runner, "--password-policy", "create", "--reset-password",
+                   password="changed in the vault")["changed"] == ["password"]
+
+
+def test_ensure_admin_refuses_a_short_password_and_changes_nothing(app, db):
+    from socialsphere.models import User
+
+    r = app.test_cli_runner().invoke(args=["ensure-admin", "--email", "x@example.com"], input="short\n")
+    assert r.exit_code != 0
+    assert "at least 10 characters" in r.output
+    assert db.session.scalar(select(db.func.count()).select_from(User)) == 0
+
+
 def test_seed_demo_idempotent(app, db):
     from socialsphere.models import Plan, Post
 
