@@ -1,5 +1,6 @@
 """Central logs (playbooks/logs.yml, roles journal_remote + journal_upload): every
-host's journal reaches the monitoring host over mutual TLS, and one request sent
+host's journal reaches the monitoring host over TLS (the receiver's certificate from
+the internal CA, verified by every sender), and one request sent
 through the VIP is found by its request id with the documented command
 (`ssai-find-request`, docs/runbooks/logs.md) in the Nginx, HAProxy and app entries.
 
