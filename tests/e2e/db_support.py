@@ -21,6 +21,8 @@ import tempfile
 import time
 import urllib.parse
 
+from labutil import parse_recap
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 APP_PYTHON = REPO / "app" / ".venv" / "bin" / "python"
@@ -166,8 +168,11 @@ class Cluster:
 
     @staticmethod
     def changed(result):
-        """Sum of changed= in a playbook's recap."""
-        return sum(int(n) for n in re.findall(r"changed=(\d+)", result.stdout))
+        """Sum of changed= over the hosts of a playbook's recap (no recap: an error,
+        never 0)."""
+        recap = parse_recap(result.stdout)
+        assert recap, f"no PLAY RECAP in the playbook's output: {result.stdout[-2000:]}"
+        return sum(host["changed"] for host in recap.values())
 
     # --- the app's connection -------------------------------------------------
     def app_url(self, user="socialsphere_app"):
