@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from db_support import Cluster
 from test_app_support import group_hosts, lab_exec
 from test_monitoring import Monitoring
 
@@ -23,17 +24,15 @@ def mon(lab_inventory):
     return Monitoring(lab_inventory)
 
 
-def _primary_and_replica(inv):
-    roles = {}
-    for h in group_hosts(inv, "db"):
-        out = lab_exec(inv, h, "runuser", "-u", "postgres", "--", "psql", "-tAc", "select pg_is_in_recovery()",
-                       check=False).stdout.strip()
-        roles[h] = out
-    replicas = [h for h, r in roles.items() if r == "t"]
-    primaries = [h for h, r in roles.items() if r == "f"]
-    if not replicas or len(primaries) != 1:
-        pytest.fail(f"needs one primary and a streaming replica: {roles}")
-    return primaries[0], replicas[0]
+def _primary_and_replica():
+    """The primary and a replica that streams from it right now (db_support.Cluster)."""
+    cluster = Cluster()
+    primary = cluster.primary()
+    replicas = [h for h in cluster.db if h != primary]
+    if primary is None or not replicas:
+        pytest.fail(f"needs one primary and a replica: primary {primary}, db hosts {cluster.db}")
+    cluster.wait_streaming(primary, replicas[0], timeout=30)
+    return primary, replicas[0]
 
 
 def _sink_files(inv, host, directory):
@@ -61,7 +60,7 @@ def faults(lab_inventory, mon):
         pytest.skip("no lab services host (SMTP and webhook sinks)")
     svc = svc[0]
     maildir, hookdir = "/var/lib/smtp-sink/Maildir/new", "/var/lib/webhook-sink"
-    _, replica = _primary_and_replica(inv)
+    _, replica = _primary_and_replica()
     app = group_hosts(inv, "app")[-1]
     version = lab_exec(inv, replica, "bash", "-c", "ls /etc/postgresql | sort -V | tail -1").stdout.strip()
     pg_unit = f"postgresql@{version}-main.service"
