@@ -8,6 +8,7 @@
   stops answering), traffic goes on with no failed request; the host is started
   again and rejoins."""
 import subprocess
+import tempfile
 import time
 
 from test_app_support import (Edge, LoadGenerator, group_hosts, haproxy_servers, host_address,
@@ -78,13 +79,14 @@ def test_request_in_flight_when_the_master_is_killed_is_answered(lab_inventory):
     name = f"{lab_all_vars(lab_inventory).get('lab_name', 'ssai')}-{host}"
     body = b'{"email": "in-flight@example.invalid", "password": "not-this-one"' + b" " * 8192 + b"}"
     before = _main_pid(lab_inventory, host)
-    client = subprocess.Popen(
-        ["docker", "exec", "-i", name, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
-         "--limit-rate", "2K", "-H", "Content-Type: application/json", "--data-binary", "@-",
-         f"http://{addr}:8000/api/v1/auth/login"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    client.stdin.write(body)
-    client.stdin.close()
+    with tempfile.TemporaryFile() as stdin:
+        stdin.write(body)
+        stdin.seek(0)
+        client = subprocess.Popen(
+            ["docker", "exec", "-i", name, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+             "--limit-rate", "2K", "-H", "Content-Type: application/json", "--data-binary", "@-",
+             f"http://{addr}:8000/api/v1/auth/login"],
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(1.5)
     assert client.poll() is None, "the slow request finished before the kill: nothing was in flight"
     lab_exec(lab_inventory, host, "kill", "-9", before)
