@@ -80,9 +80,12 @@ test: ## The whole suite: lint, app, infra unit tests, Molecule (CI set), lab en
 
 test-fast: lint test-app test-infra ## Inner loop: lint, app tests, infra unit tests (no containers)
 
-lint: venv ## yamllint + ansible-lint (production profile)
+lint: venv ## ruff over every Python file (ruff.toml), yamllint, ansible-lint (production profile), the app's asset check
+	ruff check .
 	yamllint --strict .
 	ansible-lint --offline
+	@# The rest of `make -C app lint`: its ruff is the check above (same ruff.toml, app/ included).
+	$(MAKE) -C app assets-check
 
 test-app: ## The Flask app's test suite on SQLite and PostgreSQL
 	$(MAKE) -C app venv test

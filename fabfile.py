@@ -145,7 +145,7 @@ def server_stats(conn: Connection, server: str) -> dict | None:
         return None
     header = lines[0].lstrip("# ").split(",")
     for line in lines[1:]:
-        row = dict(zip(header, line.split(",")))
+        row = dict(zip(header, line.split(","), strict=False))
         if row.get("pxname") == HAPROXY_BACKEND and row.get("svname") == server:
             return row
     return None
@@ -178,7 +178,7 @@ def drain(edges: list[tuple[Host, Connection]], server: str) -> None:
 
 
 def make_ready(edges: list[tuple[Host, Connection]], server: str) -> None:
-    for edge, conn in edges:
+    for _edge, conn in edges:
         if server_stats(conn, server) is None:
             continue
         haproxy(conn, f"set server {HAPROXY_BACKEND}/{server} state ready")
@@ -290,7 +290,7 @@ def rolling(version: str, *, what: str) -> None:
                     restore(host, conn, edges, before)
                 except Exception as exc2:  # noqa: BLE001
                     _log(f"{host.name}: the old release is not ready either ({exc2}): left drained")
-            raise SystemExit(f"{what} stopped at {host.name}; later hosts untouched. Run `fab status`.")
+            raise SystemExit(f"{what} stopped at {host.name}; later hosts untouched. Run `fab status`.") from exc
         _log(f"{host.name}: done")
     _log(f"{what} of {version} complete")
 
@@ -354,7 +354,8 @@ def status(c):
             conn = host.connect()
             state = conn.run("systemctl is-active socialsphere.service", hide=True, warn=True).stdout.strip()
             workers = sorted(set(worker_releases(conn)))
-            print(f"{host.name:10} {host.address:15} {state:9} {current_release(conn) or '-':36} {','.join(workers) or '-'}")
+            print(f"{host.name:10} {host.address:15} {state:9} {current_release(conn) or '-':36} "
+                  f"{','.join(workers) or '-'}")
         except Exception as exc:  # noqa: BLE001 - status reports, never stops
             print(f"{host.name:10} {host.address:15} unreachable: {exc}")
     for edge in hosts_of(inv, EDGE_GROUP):
@@ -369,7 +370,7 @@ def status(c):
                 header[0] = header[0].lstrip("# ")
             print(f"{edge.name} ({edge.address}) {HAPROXY_BACKEND}:")
             for row in rows[1:]:
-                r = dict(zip(header, row))
+                r = dict(zip(header, row, strict=False))
                 if r.get("pxname") == HAPROXY_BACKEND and r.get("svname") not in ("FRONTEND", "BACKEND"):
                     print(f"  {r.get('svname'):8} {r.get('status'):12} scur={r.get('scur')} weight={r.get('weight')}"
                           f" check={r.get('check_status')}")

@@ -60,7 +60,10 @@ EXAMPLES = r"""
       - {path: /etc/issue, content: "{{ banner }}", mode: "0644"}
       - {path: /etc/issue.net, content: "{{ banner }}", mode: "0644"}
       - {path: /etc/app/conf.d, state: directory, mode: "0755"}
-      - {path: /etc/app/conf.d/10-site.conf, content: "{{ lookup('template', 'site.conf.j2') }}", mode: "0640", group: app}
+      - path: /etc/app/conf.d/10-site.conf
+        content: "{{ lookup('template', 'site.conf.j2') }}"
+        mode: "0640"
+        group: app
 """
 
 RETURN = r"""

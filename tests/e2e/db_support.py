@@ -255,7 +255,7 @@ def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=No
         cluster.run(old, f"systemctl kill -s SIGKILL postgresql@{version}-main.service", check=True)
 
         t_play = time.time()
-        result = cluster.playbook("db-failover.yml", extra)
+        cluster.playbook("db-failover.yml", extra)
         t_play_end = time.time()
 
         # RTO: kill -> first acknowledged write after the outage began (the first

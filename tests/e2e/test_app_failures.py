@@ -11,8 +11,16 @@ import subprocess
 import tempfile
 import time
 
-from test_app_support import (Edge, LoadGenerator, group_hosts, haproxy_servers, host_address,
-                              lab_all_vars, lab_exec, labctl)
+from test_app_support import (
+    Edge,
+    LoadGenerator,
+    group_hosts,
+    haproxy_servers,
+    host_address,
+    lab_all_vars,
+    lab_exec,
+    labctl,
+)
 
 # roles/haproxy/README.md: 2 failed checks, inter 2s + fastinter 1s + 2 x timeout check 2s.
 DOCUMENTED_DOWN_SECONDS = 7

@@ -271,7 +271,7 @@ def haproxy_servers(inv: dict, edge: str) -> dict[str, dict]:
               "print(b.decode())")
     out = lab_exec(inv, edge, "python3", "-c", script).stdout.splitlines()
     header = out[0].lstrip("# ").split(",")
-    rows = [dict(zip(header, line.split(","))) for line in out[1:] if line]
+    rows = [dict(zip(header, line.split(","), strict=False)) for line in out[1:] if line]
     return {r["svname"]: r for r in rows if r.get("pxname") == "be_app" and r["svname"] not in ("FRONTEND", "BACKEND")}
 
 

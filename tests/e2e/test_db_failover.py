@@ -4,8 +4,8 @@ no acknowledged write lost in synchronous mode, the old primary streams again,
 second run changed=0); the timings are printed (tests/bench/db-failover.sh).
 Run: DB_E2E_INVENTORY=... pytest tests/e2e/test_db_failover.py -s
 """
-import sys
 import pathlib
+import sys
 
 import pytest
 

@@ -17,8 +17,17 @@ import time
 import pytest
 
 from labutil import run_playbook
-from test_app_support import (Edge, LoadGenerator, build_release, current_release, fab,
-                              group_hosts, haproxy_servers, host_address, lab_exec)
+from test_app_support import (
+    Edge,
+    LoadGenerator,
+    build_release,
+    current_release,
+    fab,
+    group_hosts,
+    haproxy_servers,
+    host_address,
+    lab_exec,
+)
 
 ROOT = "/srv/socialsphere"
 # The load covers the whole `fab deploy`, whose prepare step (install on every app
@@ -49,7 +58,7 @@ class HaproxyWatch:
             for edge_host in group_hosts(self.inv, "edge"):
                 try:
                     servers = haproxy_servers(self.inv, edge_host)
-                except Exception:  # noqa: BLE001 - a missed sample is not a result
+                except Exception:  # noqa: BLE001, S112 - a missed sample is not a result
                     continue
                 for name, row in servers.items():
                     self.seen.setdefault((edge_host, name), set()).add(row["status"].split()[0])

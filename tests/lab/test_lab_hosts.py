@@ -98,7 +98,7 @@ def _probe(name):
 @pytest.fixture(scope="module")
 def probes():
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(HOSTS)) as pool:
-        return dict(zip(HOSTS, pool.map(_probe, HOSTS)))
+        return dict(zip(HOSTS, pool.map(_probe, HOSTS), strict=False))
 
 
 @pytest.fixture(params=sorted(HOSTS), ids=str)

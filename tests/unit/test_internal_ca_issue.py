@@ -7,6 +7,7 @@ import json
 import pathlib
 
 import pytest
+
 from ansible_run import run_playbook
 
 PLAYBOOK = pathlib.Path(__file__).parent / "playbooks" / "internal_ca_issue.yml"

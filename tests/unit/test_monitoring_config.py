@@ -11,7 +11,6 @@ their precedence below the inventory's group_vars, exactly as in a real run).
 """
 from __future__ import annotations
 
-import pathlib
 import shutil
 import subprocess
 

@@ -13,7 +13,6 @@ The dashboards' queries are evaluated against the lab's Prometheus by
 tests/e2e/test_monitoring_dashboards.py."""
 import configparser
 import json
-import pathlib
 import re
 import shutil
 import subprocess

@@ -10,6 +10,7 @@ import pwd
 import stat
 
 import yaml
+
 from ansible_run import run_playbook
 
 USER = pwd.getpwuid(os.getuid()).pw_name
@@ -110,6 +111,6 @@ def test_bad_entries_fail_with_the_path_named(tmp_path):
     ]
     rc, results, out = apply_each(tmp_path, [files for files, _ in cases])
     assert rc == 0 and results is not None, out
-    for (files, message), result in zip(cases, results):
+    for (files, message), result in zip(cases, results, strict=False):
         assert result.get("failed") and message in result.get("msg", ""), (files, result)
     assert (tmp_path / "afile").read_text() == "x" and (tmp_path / "adir").is_dir()
