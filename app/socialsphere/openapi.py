@@ -2,7 +2,8 @@
 
 ``tests/test_openapi.py`` checks that every API route is documented and that the
 document lists no route that does not exist; ``tests/test_openapi_conformance.py`` sends
-every operation crafted requests and checks each answer is declared as it comes.
+every operation crafted requests and checks each answer is declared as it comes, and
+``tests/test_openapi_fuzz.py`` has schemathesis generate requests from the document.
 """
 from __future__ import annotations
 
