@@ -18,7 +18,7 @@ import tempfile
 
 import pytest
 import schemathesis
-from conftest import create_user, make_config
+from conftest import create_user, make_config, outbox_token
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
@@ -94,18 +94,24 @@ def bearer(app, fuzzer):
 
 
 @pytest.fixture
-def known(db, fuzzer):
-    other = create_user(db, email="other@example.com")
+def known(db, client, fuzzer):
+    other = create_user(db, email="other@example.com", verified=False)
     post = Post(user_id=fuzzer.id, title=None, body="x", status="draft", platforms=[])
     account = SocialAccount(user_id=fuzzer.id, platform="twitter", handle="h", adapter="log",
                             token_encrypted=encrypt_secret("t"))
     plan = Plan(code="spare", name="Spare")
     db.session.add_all([post, account, plan])
     db.session.commit()
+    # one success each for verify-email, password-reset/confirm and refresh (then used up)
+    client.as_user(other.token).post("/api/v1/auth/resend-verification")
+    client.post("/api/v1/auth/password-reset/request", json={"email": fuzzer.email})
+    login = client.post("/api/v1/auth/login", json={"email": fuzzer.email, "password": fuzzer.password})
     # not the fuzzer's own id: an admin that demotes or suspends itself fuzzes nothing after that
     KNOWN.update(post_id=[post.id], account_id=[account.id], account_ids=[[account.id]],
                  plan_id=[plan.id], user_id=[other.id], key=sorted(REGISTRY),
-                 email=[fuzzer.email, other.email], password=[fuzzer.password])
+                 email=[fuzzer.email, other.email], password=[fuzzer.password],
+                 token=[outbox_token(db, "verify_email"), outbox_token(db, "password_reset")],
+                 refresh_token=[login.get_json()["refresh_token"]])
     yield KNOWN
     KNOWN.clear()
 
