@@ -14,6 +14,8 @@ def doc(
     body: dict[str, Field] | None = None,
     body_required: bool = True,
     query: dict[str, Field] | None = None,
+    headers: dict[str, Field] | None = None,
+    cookies: dict[str, Field] | None = None,
     responses: dict[int, str | tuple[str, str]] | None = None,
     response_schema: str | None = None,
     status: int = 200,
@@ -24,6 +26,8 @@ def doc(
     query, 404 with an integer path parameter, 401/403 behind ``login_required`` /
     ``admin_required``, 429 behind ``rate_limited``. ``body_required=False`` must go with
     ``validate_body(..., required=False)`` (tests/test_openapi_conformance.py checks both).
+    ``headers`` and ``cookies`` name what the view reads besides body and query, so that
+    clients (and the fuzzer, tests/test_openapi_fuzz.py) know to send them.
     """
 
     def decorator(view: Callable) -> Callable:
@@ -33,6 +37,8 @@ def doc(
             "body": body,
             "body_required": body_required,
             "query": query,
+            "headers": headers,
+            "cookies": cookies,
             "responses": responses or {},
             "response_schema": response_schema,
             "status": status,

@@ -2,7 +2,8 @@
 
 ``tests/test_openapi.py`` checks that every API route is documented and that the
 document lists no route that does not exist; ``tests/test_openapi_conformance.py`` sends
-every operation crafted requests and checks each answer is declared as it comes.
+every operation crafted requests and checks each answer is declared as it comes, and
+``tests/test_openapi_fuzz.py`` has schemathesis generate requests from the document.
 """
 from __future__ import annotations
 
@@ -256,6 +257,9 @@ def _operation(rule: Rule, view: Any, meta: dict[str, Any]) -> dict[str, Any]:
         params.append({"name": name, "in": "query", "required": False, "schema": f.openapi()})
     if meta["query"]:
         _declare(responses, 422, "invalid query parameter value (`fields` names each)")
+    for where, fields in (("header", meta["headers"]), ("cookie", meta["cookies"])):
+        for name, f in (fields or {}).items():
+            params.append({"name": name, "in": where, "required": False, "schema": f.openapi()})
     if params:
         op["parameters"] = params
     if meta["body"] is not None:

@@ -53,6 +53,10 @@ LOGIN = {
 }
 TOKEN = {"token": Field("string", required=True, max_length=200)}
 REFRESH = {"refresh_token": Field("string", max_length=200)}
+REFRESH_COOKIE = {COOKIE: Field("string", description="the refresh token, read when the body has none "
+                                                    "(login and refresh set it)")}
+FETCH_HEADER = {"X-Requested-With": Field("string", choices=("fetch",),
+                                          description="required with the refresh cookie (CSRF check)")}
 EMAIL_ONLY = {"email": Field("string", required=True, max_length=254)}
 RESET_CONFIRM = {"token": Field("string", required=True, max_length=200), "password": PASSWORD}
 
@@ -231,8 +235,9 @@ def _revoke_family(family_id: str) -> None:
 
 @bp.post("/refresh")
 @doc("Rotate the refresh token and get a new access token", tag="auth", body=REFRESH,
-     body_required=False, response_schema="TokenPair",
-     responses={401: "invalid, expired, revoked or reused refresh token"})
+     body_required=False, response_schema="TokenPair", headers=FETCH_HEADER, cookies=REFRESH_COOKIE,
+     responses={401: "invalid, expired, revoked or reused refresh token",
+                403: "the refresh cookie without X-Requested-With: fetch (csrf_check_failed)"})
 def refresh():
     data = validate_body(REFRESH, required=False)
     presented = _presented_refresh_token(data)
@@ -282,7 +287,7 @@ def _clear_cookie(response):
 
 @bp.post("/logout")
 @doc("Revoke this login's session: its refresh token family and the access tokens issued with it",
-     tag="auth", body=REFRESH, body_required=False,
+     tag="auth", body=REFRESH, body_required=False, cookies=REFRESH_COOKIE,
      status=204, response_schema="empty")
 def logout():
     data = validate_body(REFRESH, required=False)
