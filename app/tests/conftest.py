@@ -289,6 +289,22 @@ class UserInfo:
     role: str
 
 
+def create_owned_resources(db, owner_id: int):
+    """One draft post and one social account of owner_id, and a spare plan: an
+    existing resource for each integer path parameter of the API. Returns
+    (post, account, plan), committed."""
+    from socialsphere.models import Plan, Post, SocialAccount
+    from socialsphere.security import encrypt_secret
+
+    post = Post(user_id=owner_id, title=None, body="x", status="draft", platforms=[])
+    account = SocialAccount(user_id=owner_id, platform="twitter", handle="h", adapter="log",
+                            token_encrypted=encrypt_secret("t"))
+    plan = Plan(code="spare", name="Spare")
+    db.session.add_all([post, account, plan])
+    db.session.commit()
+    return post, account, plan
+
+
 def create_user(db, email="alice@example.com", password="correct horse battery", name="Alice",
                 role="user", verified=True, plan_code=None) -> UserInfo:
     from socialsphere.models import Plan, User

@@ -11,11 +11,11 @@ on unknown query parameters), the request that tests it must get the promised an
 from __future__ import annotations
 
 import pytest
-from conftest import create_user, error_of
+from conftest import create_owned_resources, create_user, error_of
 from werkzeug.exceptions import NotFound
 
-from socialsphere.models import Plan, Post, SocialAccount, User
-from socialsphere.security import encrypt_secret, issue_access_token
+from socialsphere.models import User
+from socialsphere.security import issue_access_token
 
 METHODS = ("get", "post", "put", "patch", "delete")
 UNKNOWN = "zz_unknown"
@@ -114,12 +114,7 @@ def doc(client) -> dict:
 def ids(db, admin, user) -> dict[str, int]:
     """An existing resource for each integer path parameter (the admin's own where owned;
     the user is another account, so that acting on it leaves the admin's token valid)."""
-    post = Post(user_id=admin.id, title=None, body="x", status="draft", platforms=[])
-    account = SocialAccount(user_id=admin.id, platform="twitter", handle="h", adapter="log",
-                            token_encrypted=encrypt_secret("t"))
-    plan = Plan(code="spare", name="Spare")
-    db.session.add_all([post, account, plan])
-    db.session.commit()
+    post, account, plan = create_owned_resources(db, admin.id)
     return {"post_id": post.id, "account_id": account.id, "plan_id": plan.id, "user_id": user.id}
 
 

@@ -18,14 +18,13 @@ import tempfile
 
 import pytest
 import schemathesis
-from conftest import create_user, make_config, outbox_token
+from conftest import create_owned_resources, create_user, make_config, outbox_token
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
 from socialsphere import create_app
-from socialsphere.models import Plan, Post, SocialAccount
-from socialsphere.security import encrypt_secret, issue_access_token
+from socialsphere.security import issue_access_token
 from socialsphere.settings import REGISTRY
 
 MAX_EXAMPLES = 100
@@ -96,12 +95,7 @@ def bearer(app, fuzzer):
 @pytest.fixture
 def known(db, client, fuzzer):
     other = create_user(db, email="other@example.com", verified=False)
-    post = Post(user_id=fuzzer.id, title=None, body="x", status="draft", platforms=[])
-    account = SocialAccount(user_id=fuzzer.id, platform="twitter", handle="h", adapter="log",
-                            token_encrypted=encrypt_secret("t"))
-    plan = Plan(code="spare", name="Spare")
-    db.session.add_all([post, account, plan])
-    db.session.commit()
+    post, account, plan = create_owned_resources(db, fuzzer.id)
     # one success each for verify-email, password-reset/confirm and refresh (then used up)
     client.as_user(other.token).post("/api/v1/auth/resend-verification")
     client.post("/api/v1/auth/password-reset/request", json={"email": fuzzer.email})
