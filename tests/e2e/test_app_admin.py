@@ -16,18 +16,13 @@ from test_app_support import Edge, lab_all_vars
 
 
 def _request(edge: Edge, method: str, path: str, body: dict | None = None, token: str = ""):
-    headers = {"User-Agent": "ssai-e2e", "Accept": "application/json"}
+    headers = {"Accept": "application/json"}
     if body is not None:
         headers["Content-Type"] = "application/json"
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    conn = edge.connection()
-    try:
-        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+    resp = edge.request(path, method, None if body is None else json.dumps(body), headers)
+    return resp.status, resp.body
 
 
 def test_the_lab_admin_logs_in_through_the_vip_and_uses_the_admin_api(lab_inventory):

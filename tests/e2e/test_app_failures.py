@@ -14,10 +14,10 @@ import time
 from test_app_support import (
     Edge,
     LoadGenerator,
+    container,
     group_hosts,
     haproxy_servers,
     host_address,
-    lab_all_vars,
     lab_exec,
     labctl,
 )
@@ -84,14 +84,13 @@ def test_request_in_flight_when_the_master_is_killed_is_answered(lab_inventory):
     no proxy can retry."""
     host = group_hosts(lab_inventory, "app")[0]
     addr = host_address(lab_inventory, host)
-    name = f"{lab_all_vars(lab_inventory).get('lab_name', 'ssai')}-{host}"
     body = b'{"email": "in-flight@example.invalid", "password": "not-this-one"' + b" " * 8192 + b"}"
     before = _main_pid(lab_inventory, host)
     with tempfile.TemporaryFile() as stdin:
         stdin.write(body)
         stdin.seek(0)
         client = subprocess.Popen(
-            ["docker", "exec", "-i", name, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+            ["docker", "exec", "-i", container(lab_inventory, host), "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
              "--limit-rate", "2K", "-H", "Content-Type: application/json", "--data-binary", "@-",
              f"http://{addr}:8000/api/v1/auth/login"],
             stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

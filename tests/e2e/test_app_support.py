@@ -46,10 +46,14 @@ def host_address(inv: dict, host: str) -> str:
     return inv["_meta"]["hostvars"][host]["ansible_host"]
 
 
+def container(inv: dict, host: str) -> str:
+    """The Docker container of a lab host."""
+    return f"{lab_all_vars(inv).get('lab_name', 'ssai')}-{host}"
+
+
 def lab_exec(inv: dict, host: str, *cmd: str, check: bool = True, timeout: int = 60) -> subprocess.CompletedProcess:
     """Run a command in a lab container (docker exec, like `labctl exec`)."""
-    name = f"{lab_all_vars(inv).get('lab_name', 'ssai')}-{host}"
-    return subprocess.run(["docker", "exec", name, *cmd], capture_output=True, text=True,
+    return subprocess.run(["docker", "exec", container(inv, host), *cmd], capture_output=True, text=True,
                           check=check, timeout=timeout)
 
 
@@ -107,14 +111,21 @@ class Edge:
     def connection(self, timeout: float = 10.0) -> http.client.HTTPSConnection:
         return _PinnedHTTPS(self.address, self.domain, self.context, timeout)
 
-    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    def request(self, path: str, method: str = "GET", body: bytes | str | None = None,
+                headers: dict | None = None, timeout: float = 10.0) -> http.client.HTTPResponse:
+        """One request on a new connection; the response, with its body read into resp.body."""
         conn = self.connection(timeout)
         try:
-            conn.request("GET", path, headers={"User-Agent": "ssai-e2e"})
+            conn.request(method, path, body=body, headers={"User-Agent": "ssai-e2e", **(headers or {})})
             resp = conn.getresponse()
-            return resp.status, resp.read()
+            resp.body = resp.read()
+            return resp
         finally:
             conn.close()
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        resp = self.request(path, timeout=timeout)
+        return resp.status, resp.body
 
 
 @dataclass

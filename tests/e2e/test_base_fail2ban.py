@@ -11,24 +11,16 @@ Attacker and victim are lab hosts; traffic only between lab addresses.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import pytest
 
-from test_app_support import fail2ban_banned
+from test_app_support import fail2ban_banned, lab_exec
 
 ATTACKER_GROUP, VICTIM_GROUP = "app", "db"
 UFW_LIMIT_WINDOW = 30
 REMOTE_DIR = "/var/log/journal/remote"
 CENTRAL_TIMEOUT = 60
-
-
-def dexec(inv, host, *cmd, check=True, timeout=60):
-    hv = inv["_meta"]["hostvars"][host]
-    name = f"{hv.get('lab_name', 'ssai')}-{host}"
-    return subprocess.run(["docker", "exec", name, *cmd], capture_output=True, text=True,
-                          timeout=timeout, check=check)
 
 
 def tcp_from(inv, host, ip, port=22):
@@ -37,7 +29,7 @@ def tcp_from(inv, host, ip, port=22):
             "try:\n s.connect((sys.argv[1],int(sys.argv[2])));print('open')\n"
             "except ConnectionRefusedError:\n print('refused')\n"
             "except OSError:\n print('timeout')\n")
-    return dexec(inv, host, "python3", "-c", code, ip, str(port)).stdout.strip()
+    return lab_exec(inv, host, "python3", "-c", code, ip, str(port)).stdout.strip()
 
 
 def banned(inv, victim):
@@ -45,7 +37,7 @@ def banned(inv, victim):
 
 
 def failures(inv, victim):
-    out = dexec(inv, victim, "fail2ban-client", "status", "sshd").stdout
+    out = lab_exec(inv, victim, "fail2ban-client", "status", "sshd").stdout
     for line in out.splitlines():
         if "Currently failed:" in line:
             return int(line.split(":")[1])
@@ -55,7 +47,7 @@ def failures(inv, victim):
 def recidive_matches(inv, victim):
     """Ban entries the recidive jail's filter finds in the victim's journal
     (fail2ban-regex with the filter's own journalmatch)."""
-    out = dexec(inv, victim, "fail2ban-regex", "systemd-journal", "recidive", timeout=120).stdout
+    out = lab_exec(inv, victim, "fail2ban-regex", "systemd-journal", "recidive", timeout=120).stdout
     for line in out.splitlines():
         if line.startswith("Failregex:"):
             return int(line.split()[1])
@@ -66,8 +58,8 @@ def central_bans(inv, victim, address):
     """fail2ban's "[sshd] Ban <address>" entries of the victim in the central journal."""
     mons = inv.get("monitoring", {}).get("hosts", [])
     assert mons, "no monitoring host in the lab"
-    hostname = dexec(inv, victim, "hostname").stdout.strip()
-    res = dexec(inv, mons[0], "journalctl", f"--directory={REMOTE_DIR}", "--no-pager", "-o", "json",
+    hostname = lab_exec(inv, victim, "hostname").stdout.strip()
+    res = lab_exec(inv, mons[0], "journalctl", f"--directory={REMOTE_DIR}", "--no-pager", "-o", "json",
                 "--output-fields=MESSAGE", "SYSLOG_IDENTIFIER=fail2ban", f"_HOSTNAME={hostname}",
                 check=False, timeout=60)
     return [e for e in map(json.loads, res.stdout.splitlines())
@@ -84,16 +76,16 @@ def pair(lab_inventory):
     attacker, victim = attackers[0], victims[-1]
     a_ip = inv["_meta"]["hostvars"][attacker]["ansible_host"]
     v_ip = inv["_meta"]["hostvars"][victim]["ansible_host"]
-    bantime = int(dexec(inv, victim, "fail2ban-client", "get", "sshd", "bantime").stdout.strip())
+    bantime = int(lab_exec(inv, victim, "fail2ban-client", "get", "sshd", "bantime").stdout.strip())
     assert bantime <= 90, f"lab ban time is {bantime}s: set fail2ban_sshd_bantime short in the lab"
     for jail in ("sshd", "recidive"):
-        dexec(inv, victim, "fail2ban-client", "set", jail, "unbanip", a_ip, check=False)
+        lab_exec(inv, victim, "fail2ban-client", "set", jail, "unbanip", a_ip, check=False)
     # Start from a clean slate, or fewer than five attempts would trigger the ban:
     # ufw's SSH rate limit (a 6th new connection within 30 s is rejected) must
     # not count connections the attacker made just before (an earlier test or
     # run), and the jail must hold no failures (they count for findtime; a
     # failed earlier run leaves some).
-    findtime = int(dexec(inv, victim, "fail2ban-client", "get", "sshd", "findtime").stdout.strip())
+    findtime = int(lab_exec(inv, victim, "fail2ban-client", "get", "sshd", "findtime").stdout.strip())
     start = time.monotonic()
     while failures(inv, victim) and time.monotonic() < start + findtime + 30:
         time.sleep(5)
@@ -101,18 +93,18 @@ def pair(lab_inventory):
     time.sleep(max(0.0, start + UFW_LIMIT_WINDOW + 1 - time.monotonic()))
     yield inv, attacker, a_ip, victim, v_ip, bantime
     for jail in ("sshd", "recidive"):
-        dexec(inv, victim, "fail2ban-client", "set", jail, "unbanip", a_ip, check=False)
+        lab_exec(inv, victim, "fail2ban-client", "set", jail, "unbanip", a_ip, check=False)
 
 
 def test_five_failed_logins_ban_then_unban(pair):
     inv, attacker, a_ip, victim, v_ip, bantime = pair
-    assert "SYSTEMD-JOURNAL" in dexec(inv, victim, "fail2ban-client", "get", "logtarget").stdout
+    assert "SYSTEMD-JOURNAL" in lab_exec(inv, victim, "fail2ban-client", "get", "logtarget").stdout
     recidive_before = recidive_matches(inv, victim)
     central_before = len(central_bans(inv, victim, a_ip))
     # No extra connection before the attempts: ufw's SSH rate limit (6 per
     # 30 s) must not drop one of the five.
     for i in range(5):
-        r = dexec(inv, attacker, "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+        r = lab_exec(inv, attacker, "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
                   "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
                   "-o", "PreferredAuthentications=publickey", "-o", "IdentitiesOnly=yes",
                   "-i", "/dev/null", f"intruder{i}@{v_ip}", "true", check=False, timeout=30)
@@ -122,7 +114,7 @@ def test_five_failed_logins_ban_then_unban(pair):
     deadline = time.monotonic() + 30
     while a_ip not in banned(inv, victim) and time.monotonic() < deadline:
         time.sleep(1)
-    assert a_ip in banned(inv, victim), dexec(inv, victim, "fail2ban-client", "status", "sshd").stdout
+    assert a_ip in banned(inv, victim), lab_exec(inv, victim, "fail2ban-client", "status", "sshd").stdout
     banned_at = time.monotonic()
     assert tcp_from(inv, attacker, v_ip) == "refused"
     # another host is not affected

@@ -41,21 +41,9 @@ def test_acme_path_is_not_redirected(lab_inventory):
     conn.close()
 
 
-def _request(edge, path, method="GET", body=None, headers=None):
-    """One request on a new connection; the response, with its body read into resp.body."""
-    conn = edge.connection()
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        resp.body = resp.read()
-        return resp
-    finally:
-        conn.close()
-
-
 def test_hsts_security_headers_and_request_id(lab_inventory):
     edge = Edge.from_inventory(lab_inventory)
-    resp = _request(edge, "/readyz")
+    resp = edge.request("/readyz")
     assert resp.headers.get_all("Strict-Transport-Security") == ["max-age=63072000"]
     assert "default-src 'self'" in resp.getheader("Content-Security-Policy", "")
     assert resp.getheader("X-Content-Type-Options") == "nosniff"
@@ -68,7 +56,7 @@ def test_hsts_is_sent_exactly_once(lab_inventory):
     the app release sends."""
     edge = Edge.from_inventory(lab_inventory)
     for path in ("/readyz", READ_PATH, "/api/v1/does-not-exist", "/static/not-hashed.css"):
-        resp = _request(edge, path)
+        resp = edge.request(path)
         # Nginx's own Server header without a version; the app's (gunicorn) never passes.
         assert resp.headers.get_all("Server") == ["nginx"], (path, resp.headers.get_all("Server"))
         values = resp.headers.get_all("Strict-Transport-Security") or []
@@ -82,7 +70,7 @@ def _gzip(edge, path, method="GET", body=None):
     headers = {"Accept-Encoding": "gzip"}
     if body is not None:
         headers["Content-Type"] = "application/json"
-    resp = _request(edge, path, method, body, headers)
+    resp = edge.request(path, method, body, headers)
     return resp.status, resp.getheader("Content-Encoding"), len(resp.body)
 
 
