@@ -66,6 +66,29 @@ def test_empty_variable_counts_as_missing(inventory):
     assert "group_vars/all/vars.yml" in out
 
 
+def test_repository_host_without_its_cipher_is_named(inventory):
+    edit_yaml(inventory / "group_vars/all/vault.yml", lambda d: d.pop("vault_pgbackrest_repo2_cipher_pass"))
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert "Host backup2 (group backup) holds pgBackRest repository 2" in out
+    assert f"vault_pgbackrest_repo2_cipher_pass, in {inventory}/group_vars/all/vault.yml" in out
+
+
+def test_two_repository_hosts_with_one_number_fail(inventory):
+    edit_yaml(inventory / "hosts.yml",
+              lambda d: d["all"]["children"]["backup"]["hosts"]["backup2"].update(pgbackrest_repo=1))
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert "each backup host needs its own number, pgbackrest_repo: 1, 2, ... in hosts.yml (unique; found 1, 1)" in out
+
+
+def test_several_repository_hosts_need_explicit_numbers(inventory):
+    edit_yaml(inventory / "hosts.yml", lambda d: d["all"]["children"]["backup"]["hosts"]["backup2"].clear())
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert "Host backup2 (group backup) holds pgBackRest repository 1" in out
+
+
 def test_two_primaries_fail(inventory):
     edit_yaml(inventory / "hosts.yml",
               lambda d: d["all"]["children"]["db"]["hosts"]["db2"].update(postgresql_role="primary"))
