@@ -1,0 +1,151 @@
+"""Disaster drill: a backup (repository) host is destroyed while writes continue
+(docs/runbooks/backup-host-lost.md).
+
+1. A writer commits one row per transaction through the app's connection URL
+   and logs every acknowledged commit.
+2. The container of the first repository host is removed (the machine is gone).
+3. Writes go on; every 10 s the primary switches WAL. Archiving goes on to the
+   other repository: the last switched segment reaches it.
+4. A new, empty machine with the same name (`labctl up <host>`), then
+   `playbooks/replace-host.yml -e replace_host=<host>`: the site converges with
+   it, its repository gets a stanza and a first full backup.
+5. The writer stops; a scratch restore (playbooks/db-restore.yml) from each
+   repository to the end of its archived WAL holds exactly the rows the primary
+   holds, every acknowledged write among them: no hole in either archive.
+
+Prints the figures: outage, WAL segments that reached the other repository
+meanwhile, time to replace, each restore. A long drill: `make test-drills`.
+Run: pytest -s tests/e2e/test_dr_backup_host_lost.py
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import db_support  # noqa: E402
+from test_app_support import container, labctl  # noqa: E402
+
+CHECKSUM = "SELECT count(*) || ':' || coalesce(md5(string_agg(id::text, ',' ORDER BY id)), '') FROM {table}"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = db_support.Cluster()
+    if len(c.backup) < 2 or not c.db:
+        pytest.skip("needs two repository hosts (group backup) and the db tier")
+    return c
+
+
+def repo_of(cluster, host):
+    return int(cluster.var(host, "pgbackrest_repo", cluster.backup.index(host) + 1))
+
+
+def repo_info(cluster, host):
+    out = cluster.run(host, f"runuser -u pgbackrest -- pgbackrest --stanza={db_support.STANZA} "
+                      f"--repo={repo_of(cluster, host)} --output=json info", check=True).stdout
+    return json.loads(out)[0]
+
+
+def max_archived(info):
+    return max((a.get("max") or "" for a in info.get("archive", [])), default="")
+
+
+def archiver(cluster, primary):
+    return cluster.psql(primary, "SELECT archived_count || ' ' || failed_count FROM pg_stat_archiver").split()
+
+
+def switch_wal(cluster, primary):
+    return cluster.psql(primary, "SELECT pg_walfile_name(pg_switch_wal())")
+
+
+def test_backup_host_lost_while_writes_continue(cluster, lab_inventory):
+    lost, other = cluster.backup[0], cluster.backup[1]
+    primary = cluster.primary()
+    assert primary, "no primary is running"
+    replica = next((h for h in cluster.db if h != primary), primary)
+    figures = {"lost_host": lost, "lost_repo": repo_of(cluster, lost), "other_repo": repo_of(cluster, other)}
+
+    table = f"drill_backup_lost_{int(time.time())}"
+    cluster.psql(primary, f"SET ROLE socialsphere_owner; CREATE TABLE {table} "
+                 "(id bigint PRIMARY KEY, written_at timestamptz NOT NULL)", db="socialsphere")
+    workdir = tempfile.mkdtemp(prefix="dr-backup-")
+    log_path, stop_path = os.path.join(workdir, "writes.log"), os.path.join(workdir, "stop")
+    writer = subprocess.Popen([str(db_support.APP_PYTHON), str(db_support.WRITER), cluster.app_url(), table,
+                               log_path, stop_path, "3600"])
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(db_support._read_log(log_path)[0] if os.path.exists(log_path) else []) < 30:
+            time.sleep(0.2)
+        assert len(db_support._read_log(log_path)[0]) >= 30, "the writer could not write before the drill"
+
+        archived0, failed0 = archiver(cluster, primary)
+        t_lost = time.time()
+        subprocess.run(["docker", "rm", "-f", container(lab_inventory, lost)], check=True, capture_output=True)
+        print(f"\n{lost} destroyed (repository {figures['lost_repo']}); writes continue")
+
+        segments = []
+        for _ in range(6):
+            time.sleep(10)
+            segments.append(switch_wal(cluster, primary))
+        # archiving goes on to the other repository: the last switched segment arrives there
+        deadline = time.time() + 180
+        while max_archived(repo_info(cluster, other)) < segments[-1]:
+            assert time.time() < deadline, (f"segment {segments[-1]} never reached repository "
+                                            f"{figures['other_repo']}: {max_archived(repo_info(cluster, other))}")
+            time.sleep(3)
+        archived1, failed1 = archiver(cluster, primary)
+        figures.update(segments_switched_during_outage=len(segments),
+                       other_repo_has_last_segment_after_s=round(time.time() - t_lost, 1),
+                       pg_archiver_archived_delta=int(archived1) - int(archived0),
+                       pg_archiver_failed_delta=int(failed1) - int(failed0))
+        print(f"outage: {figures}")
+
+        t_new = time.time()
+        up = labctl(lab_inventory, "up", lost)
+        assert up.returncode == 0, up.stdout + up.stderr
+        t_play = time.time()
+        cluster.playbook("replace-host.yml", {"replace_host": lost}, timeout=3600)
+        t_done = time.time()
+        figures.update(new_machine_s=round(t_play - t_new, 1), replace_playbook_s=round(t_done - t_play, 1),
+                       outage_total_s=round(t_done - t_lost, 1))
+        new_info = repo_info(cluster, lost)
+        assert new_info.get("backup"), f"the new repository has no backup: {new_info}"
+        assert new_info["status"]["code"] == 0, new_info["status"]
+        time.sleep(5)
+    finally:
+        open(stop_path, "w", encoding="utf-8").close()
+        writer.wait(timeout=60)
+
+    acks, errors = db_support._read_log(log_path)
+    figures.update(acknowledged_writes=len(acks), failed_writes=len(errors))
+    final = switch_wal(cluster, primary)
+    expected = cluster.psql(primary, CHECKSUM.format(table=table), db="socialsphere")
+    present = {int(x) for x in cluster.psql(primary, f"SELECT id FROM {table}", db="socialsphere").split()}
+    assert not [i for i, _ in acks if i not in present], "an acknowledged write is missing on the primary"
+    for host in (other, lost):
+        deadline = time.time() + 180
+        while max_archived(repo_info(cluster, host)) < final:
+            assert time.time() < deadline, f"{final} never reached the repository of {host}"
+            time.sleep(3)
+
+    for host in (other, lost):
+        repo = repo_of(cluster, host)
+        report = pathlib.Path(workdir) / f"restore-repo{repo}.json"
+        started = time.time()
+        cluster.playbook("db-restore.yml", {
+            "db_restore_mode": "scratch", "db_restore_type": "default", "db_restore_repo": repo,
+            "db_restore_host": replica, "db_restore_report": str(report),
+            "db_restore_verify_queries": {"rows": CHECKSUM.format(table=table)},
+        })
+        restored = next(iter(json.loads(report.read_text())["rows"][0].values()))
+        figures[f"restore_repo{repo}_s"] = round(time.time() - started, 1)
+        figures[f"restore_repo{repo}_rows"] = restored
+        assert restored == expected, f"repository {repo} restores {restored}, the primary holds {expected}"
+    figures["lost_acknowledged_writes"] = 0
+    print(f"backup host lost: {json.dumps(figures)}")
