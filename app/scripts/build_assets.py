@@ -11,10 +11,15 @@ there are removed (stale hashed names of an earlier build). The build is
 deterministic (sorted traversal, no timestamps, LF line endings) and idempotent
 (unchanged files are not rewritten). Standard library only.
 
+The output is not committed (``app/README.md``, "Frontend build"): scripts/build-release
+builds it into the release, and in a source checkout the tests and the development
+server build it in place (``socialsphere.web.build_from_sources``).
+
 Usage (from ``app/``)::
 
-    python scripts/build_assets.py            # build in place
-    python scripts/build_assets.py --check    # exit 1 if the committed build is stale
+    python scripts/build_assets.py             # build in place
+    python scripts/build_assets.py --check     # exit 1 if the build in place is stale
+    python scripts/build_assets.py --validate  # build in memory only: exit 2 on a problem in the sources
 
 Source references that get rewritten:
 
@@ -329,8 +334,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--static-out", type=Path, default=DEFAULT_STATIC_OUT)
     parser.add_argument("--pages-out", type=Path, default=DEFAULT_PAGES_OUT)
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the output is stale")
+    parser.add_argument("--validate", action="store_true",
+                        help="build in memory only, compare and write nothing: exit 2 on a problem in the sources")
     args = parser.parse_args(argv)
     try:
+        if args.validate:
+            result = render(args.src)
+            print(f"build_assets: the sources build ({len(result.pages)} pages, {len(result.static)} static files)")
+            return 0
         changes = build(args.src, args.static_out, args.pages_out, check=args.check)
     except BuildError as exc:
         print(f"build_assets: error: {exc}", file=sys.stderr)

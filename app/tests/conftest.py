@@ -36,6 +36,15 @@ JWT_KEYS = {"k1": "k1-secret-for-tests-only-0123456789abcdef", "k0": "k0-old-key
 FERNET_KEY = Fernet.generate_key().decode()
 
 
+def pytest_configure(config):
+    """The frontend build is not committed (app/README.md, "Frontend build"): build it in
+    place before the test modules are collected (test_assets.py parametrizes over the built
+    pages, test_web.py serves them). Unchanged files are not rewritten: a no-op when current."""
+    from socialsphere.web import build_from_sources
+
+    build_from_sources()
+
+
 def pytest_report_header(config):
     return f"socialsphere test database backend: {BACKEND}"
 

@@ -1,7 +1,8 @@
-"""The asset pipeline (scripts/build_assets.py) and its committed output.
+"""The asset pipeline (scripts/build_assets.py) and its output.
 
 These tests need neither the database nor the application: they build the
-frontend from ``app/frontend`` in memory or into temporary directories.
+frontend from ``app/frontend`` in memory or into temporary directories, and check
+the build in place that the app serves (not committed: conftest.py builds it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib.util
 import json
 import posixpath
 import re
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -89,21 +91,41 @@ def _scan(html: str) -> _PageScan:
     return scan
 
 
-# -- the committed build ---------------------------------------------------------
+# -- the build in place (what the app serves) ------------------------------------
 
 
-def test_committed_build_is_up_to_date(tmp_path):
-    """Rebuild from the sources into a temp dir: byte-identical to what is committed."""
+def test_served_build_equals_a_fresh_build(tmp_path):
+    """Rebuild from the sources into a temp dir: byte-identical to what the app serves."""
     static_out, pages_out = tmp_path / "static", tmp_path / "pages"
     build_assets.build(build_assets.DEFAULT_SRC, static_out, pages_out)
-    stale = "run `python scripts/build_assets.py` in app/ and commit the result"
-    assert _tree(static_out) == _tree(STATIC_DIR), stale
-    assert _tree(pages_out) == _tree(PAGES_DIR), stale
+    assert _tree(static_out) == _tree(STATIC_DIR)
+    assert _tree(pages_out) == _tree(PAGES_DIR)
 
 
 def test_check_mode_reports_up_to_date():
     proc = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_validate_mode_builds_in_memory(tmp_path):
+    """`make assets-check`: the sources build; nothing is written."""
+    static_out, pages_out = tmp_path / "s", tmp_path / "p"
+    cmd = [sys.executable, str(SCRIPT), "--validate", "--static-out", str(static_out), "--pages-out", str(pages_out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not static_out.exists() and not pages_out.exists()
+
+
+def test_build_output_is_not_in_git():
+    """The build is made, not committed (app/README.md, "Frontend build")."""
+    if shutil.which("git") is None or not (APP_DIR.parent / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "-C", str(APP_DIR), "ls-files", "socialsphere/static", "socialsphere/templates_static"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert tracked == []
+    for built in (STATIC_DIR / "manifest.json", PAGES_DIR / "index.html"):
+        ignored = subprocess.run(["git", "-C", str(APP_DIR), "check-ignore", "-q", str(built)], check=False)
+        assert ignored.returncode == 0, f"{built} is not git-ignored"
 
 
 def test_build_is_deterministic_and_idempotent(tmp_path):

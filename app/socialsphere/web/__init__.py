@@ -4,18 +4,26 @@ In production Nginx serves the same files (see ``app/frontend/README.md``);
 this blueprint makes ``flask run`` / Gunicorn alone serve a working site with
 the same URLs and the same cache headers.
 
-Built output (committed; produced by ``app/scripts/build_assets.py``):
+Built output (produced by ``app/scripts/build_assets.py`` from ``app/frontend/``):
 
 * ``socialsphere/templates_static/<page>.html`` -- the HTML pages, served at
   stable URLs with ``Cache-Control: no-cache``;
 * ``socialsphere/static/`` -- content-hashed assets (``js/app.3fa2b1c9.js``)
   served with ``Cache-Control: public, max-age=31536000, immutable``, plus
   ``manifest.json`` (``no-cache``).
+
+The output is not committed (see ``app/README.md``, "Frontend build"): the release
+build puts it into the wheel and the artifact, and in a source checkout
+:func:`build_from_sources` makes it, called by the tests (``tests/conftest.py``) and,
+in development, by this blueprint when an app is created (``flask run``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import re
+import sys
 from pathlib import Path
 
 from flask import Blueprint, abort, send_from_directory
@@ -23,6 +31,10 @@ from flask import Blueprint, abort, send_from_directory
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 STATIC_DIR = PACKAGE_DIR / "static"
 PAGES_DIR = PACKAGE_DIR / "templates_static"
+#: The frontend build of a source checkout (``app/scripts/``); an installed wheel has none.
+BUILD_SCRIPT = PACKAGE_DIR.parent / "scripts" / "build_assets.py"
+
+log = logging.getLogger(__name__)
 
 #: URL path -> built page file (in ``templates_static/``).
 PAGES: dict[str, str] = {
@@ -113,9 +125,39 @@ def _install_static(state) -> None:
         state.add_url_rule("/static/<path:filename>", endpoint="static_asset", view_func=serve_static)
 
 
+def build_from_sources() -> list[str] | None:
+    """Build ``app/frontend/`` into :data:`STATIC_DIR` and :data:`PAGES_DIR` (a source checkout only).
+
+    Returns the files created, updated or removed (empty when the build was current:
+    unchanged files are not rewritten), or None without a build script (an installed
+    wheel carries its build). A problem in the sources raises the build's ``BuildError``.
+    """
+    if not BUILD_SCRIPT.is_file():
+        return None
+    name = "socialsphere_build_assets"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, BUILD_SCRIPT)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the script runs
+        spec.loader.exec_module(module)
+    return module.build(static_out=STATIC_DIR, pages_out=PAGES_DIR)
+
+
+@bp.record_once
+def _build_in_development(state) -> None:
+    """``flask run`` (and the other development commands) from a source checkout serve a
+    current build of ``app/frontend/``: built when the app is created."""
+    if state.app.config.get("ENV_NAME") == "development":
+        changes = build_from_sources()
+        if changes:
+            log.info("frontend built from app/frontend: %d file(s) changed", len(changes))
+
+
 def page_path(url: str) -> Path:
     """Return the built file served at *url* (for tests and tooling)."""
     return PAGES_DIR / PAGES[url]
 
 
-__all__ = ["bp", "PAGES", "STATIC_DIR", "PAGES_DIR", "serve_static", "page_path"]
+__all__ = ["bp", "PAGES", "STATIC_DIR", "PAGES_DIR", "serve_static", "page_path", "build_from_sources"]
