@@ -37,13 +37,15 @@ DEFAULT_SETTINGS = "/etc/pgbackrest/restore-verify.json"
 
 # SQL run in the restored copy (as the postgres superuser, over the private socket).
 SQL_INDEXES = """
-SELECT count(bt_index_check(index => c.oid, heapallindexed => true))
-FROM pg_index i
-JOIN pg_class c ON c.oid = i.indexrelid
-JOIN pg_am a ON a.oid = c.relam
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE a.amname = 'btree' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg_toast%' AND c.relpersistence <> 't' AND i.indisready AND i.indisvalid
+SELECT count(*) FROM (
+  SELECT bt_index_check(index => c.oid, heapallindexed => true)
+  FROM pg_index i
+  JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_am a ON a.oid = c.relam
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE a.amname = 'btree' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname NOT LIKE 'pg_toast%' AND c.relpersistence <> 't' AND i.indisready AND i.indisvalid
+) checked
 """
 SQL_HEAP = """
 SELECT count(*) FILTER (WHERE v.blkno IS NOT NULL), count(DISTINCT c.oid)
