@@ -27,7 +27,7 @@ from test_monitoring import Monitoring  # noqa: E402
 
 REPORT = "/var/lib/pgbackrest-verify/last-run.json"
 PROM = "/var/lib/prometheus/node-exporter/pgbackrest_restore_verify.prom"
-CHECKS = ["repository", "backup", "restore", "recovery", "promoted", "indexes", "heap", "migration_head", "row_counts"]
+CHECKS = ["repository", "backup", "restore", "recovery", "indexes", "heap", "migration_head", "row_counts"]
 SAVED = "/var/lib/pgbackrest-drill-original"
 
 
