@@ -80,10 +80,13 @@ test: ## The whole suite: lint, app, infra unit tests, Molecule (CI set), lab en
 
 test-fast: lint test-app test-infra ## Inner loop: lint, app tests, infra unit tests (no containers)
 
-lint: venv ## ruff over every Python file (ruff.toml), yamllint, ansible-lint (production profile), the app's asset check
+lint: venv ## ruff over every Python file (ruff.toml), yamllint, ansible-lint (production profile), role docs, the app's asset check
 	ruff check .
 	yamllint --strict .
 	ansible-lint --offline
+	@# Each role's README variable table is generated from meta/argument_specs.yml, which
+	@# must match defaults/main.yml; `scripts/role-docs` rewrites stale READMEs.
+	$(CURDIR)/scripts/role-docs --check
 	@# The rest of `make -C app lint`: its ruff is the check above (same ruff.toml, app/ included).
 	$(MAKE) -C app assets-check
 

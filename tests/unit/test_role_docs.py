@@ -202,6 +202,12 @@ def test_an_entry_point_that_redefines_a_main_option_is_reported(roles):
     assert "demo: demo_port in entry point extra differs from entry point main" in proc.stdout
 
 
+def test_the_repository_roles_are_documented_from_their_specs():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_jinja_in_a_description_is_reported(roles):
     # ansible-core templates the spec when it validates the arguments: this would
     # fail the role wherever vault_demo_token is undefined.
