@@ -75,7 +75,7 @@ def run(argv, timeout, env=None):
     except subprocess.TimeoutExpired:
         return 124, f"timed out after {timeout} s"
     output = (proc.stdout + proc.stderr).strip().splitlines()
-    return proc.returncode, "\n".join(output[-15:])
+    return proc.returncode, "\n".join(output[-40:])
 
 
 class Verification:
@@ -118,8 +118,15 @@ class Verification:
 
     # --- steps -----------------------------------------------------------------
     def verify_repository(self):
-        code, out = self.pgbackrest("verify", timeout=self.s["timeout"])
-        self.record("repository", code == 0, "pgbackrest verify passed" if code == 0 else f"exit {code}: {out}")
+        # pgBackRest 2.45/2.50 end `verify` with "completed successfully" (exit 0) even
+        # when it found invalid files: the verdict is in the summary it prints at log level
+        # info only then ("status: error", "checksum invalid: 1", "missing: 1").
+        code, out = self.pgbackrest("--log-level-console=info", "verify", timeout=self.s["timeout"])
+        problems = [line.strip() for line in out.splitlines() if "command begin" not in line
+                    and re.search(r"status: (?!ok|valid)|invalid|missing", line)]
+        ok = code == 0 and not problems
+        self.record("repository", ok, "pgbackrest verify found every file valid" if ok
+                    else f"exit {code}: {'; '.join(problems) or out}")
 
     def newest_backup(self):
         code, out = self.pgbackrest("--output=json", "info", timeout=300)
