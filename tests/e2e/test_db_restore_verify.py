@@ -89,8 +89,9 @@ def test_corrupted_backup_fails_the_verification_and_its_metric(cluster, lab_inv
     assert before["success"], "runs after the passing verification"
     label = before["backup_label"]
     backup_dir = f"/var/lib/pgbackrest/backup/{db_support.STANZA}/{label}"
-    # the largest file of the newest backup (a table of one of the databases)
-    victim = cluster.run(host, f"find {backup_dir} -type f -printf '%s %p\\n' | sort -n | tail -1 | cut -d' ' -f2-",
+    # the largest data file of the newest backup (a table of one of the databases; not
+    # backup.manifest, which pgBackRest reads from its .copy when it is damaged)
+    victim = cluster.run(host, f"find {backup_dir}/pg_data -type f -printf '%s %p\\n' | sort -n | tail -1 | cut -d' ' -f2-",
                          check=True).stdout.strip()
     assert victim.startswith(backup_dir), victim
     size = int(cluster.run(host, f"stat -c %s {victim}", check=True).stdout)
