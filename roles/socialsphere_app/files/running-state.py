@@ -1,0 +1,89 @@
+"""What the running Gunicorn of this app host was started with, as one JSON line.
+
+    python3 running-state.py ENV_FILE UNIT ROOT
+
+systemd reads the environment file only when it starts the service, so the file
+can be newer than what runs (a run that wrote it and failed before the restart).
+This reads the truth from the kernel instead: the environment the main process
+was executed with (/proc/<MainPID>/environ, which later changes made by the
+process do not alter) and when that process started. Run as root.
+
+It prints no secret: the JWT key *ids* (never the keys), the active key id, the
+access-token lifetime, the process start time, the environment file's mtime,
+this host's clock and the release `current` points to. Used by the
+socialsphere_app role (tasks_from: running; check_activation restarts a Gunicorn
+older than its environment file) and by playbooks/rotate-secrets.yml.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+# The app's default (app/socialsphere/config.py: SOCIALSPHERE_ACCESS_TOKEN_TTL).
+DEFAULT_ACCESS_TTL = 900
+
+
+def main_pid(unit):
+    # systemctl from PATH with an argument list, no shell (the unit name is the role's own).
+    try:
+        out = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", unit],  # noqa: S603, S607
+                             capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:  # no systemctl: no systemd, so no such service running
+        return 0
+    return int(out) if out.isdigit() and int(out) > 0 else 0
+
+
+def started_at(pid):
+    """Start of the process, seconds since the epoch (boot time + start ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    with open("/proc/stat") as f:
+        btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of proc(5)
+
+
+def process_env(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        entries = f.read().split(b"\0")
+    return dict(e.decode("utf-8", "replace").split("=", 1) for e in entries if b"=" in e)
+
+
+def main():
+    env_file, unit, root = sys.argv[1:4]
+    state = {"unit": unit, "now": time.time(), "running": False, "pid": 0, "started": None,
+             "env_mtime": None, "env_stale": False, "jwt_kids": [], "jwt_active_kid": "",
+             "access_ttl": DEFAULT_ACCESS_TTL, "release": "", "error": ""}
+    try:
+        state["release"] = os.path.basename(os.readlink(os.path.join(root, "current")))
+    except OSError:
+        pass
+    try:
+        state["env_mtime"] = os.stat(env_file).st_mtime
+    except OSError:
+        pass
+    pid = main_pid(unit)
+    if pid:
+        try:
+            started = started_at(pid)
+            env = process_env(pid)
+        except (OSError, ValueError, IndexError, StopIteration) as exc:
+            state["error"] = f"cannot read process {pid}: {type(exc).__name__}"
+        else:
+            state.update(running=True, pid=pid, started=started)
+            state["env_stale"] = state["env_mtime"] is not None and state["env_mtime"] > started
+            state["jwt_active_kid"] = env.get("SOCIALSPHERE_JWT_ACTIVE_KID", "")
+            try:
+                keys = json.loads(env.get("SOCIALSPHERE_JWT_KEYS") or "{}")
+                state["jwt_kids"] = sorted(keys) if isinstance(keys, dict) else []
+            except ValueError:  # the message would quote the value: say only what is wrong
+                state["error"] = "SOCIALSPHERE_JWT_KEYS of the running process is not JSON"
+            try:
+                state["access_ttl"] = int(env.get("SOCIALSPHERE_ACCESS_TOKEN_TTL") or DEFAULT_ACCESS_TTL)
+            except ValueError:
+                state["error"] = "SOCIALSPHERE_ACCESS_TOKEN_TTL of the running process is not a number"
+    print(json.dumps(state, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
