@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -171,11 +172,14 @@ class LoadGenerator:
     reopened before it is reused, and counted). A request fails on any status other
     than 200 or any exception. Bounded by max_seconds (LOAD_MAX_SECONDS) whatever
     happens; ``ran_out`` tells that the bound, not the test, stopped it (the load then
-    did not cover the whole operation under test)."""
+    did not cover the whole operation under test). ``headers``: a callable returning
+    extra request headers, asked before every request (e.g. a bearer token that the
+    test replaces while the load runs)."""
 
     def __init__(self, edge: Edge, path: str = READ_PATH, rps: float = LOAD_RPS, threads: int = LOAD_THREADS,
-                 max_seconds: float = LOAD_MAX_SECONDS):
+                 max_seconds: float = LOAD_MAX_SECONDS, headers: Callable[[], dict] | None = None):
         self.edge, self.path, self.rps, self.threads = edge, path, rps, threads
+        self.headers = headers
         self.max_seconds = max_seconds
         self.ran_out = False
         self.result = LoadResult()
@@ -203,7 +207,8 @@ class LoadGenerator:
                         self.result.stale_reopened += 1
                 if conn is None:
                     conn = self.edge.connection()
-                conn.request("GET", self.path, headers={"User-Agent": "ssai-e2e-load"})
+                extra = self.headers() if self.headers else {}
+                conn.request("GET", self.path, headers={"User-Agent": "ssai-e2e-load", **extra})
                 resp = conn.getresponse()
                 resp.read()
                 status = resp.status
@@ -288,6 +293,36 @@ def haproxy_servers(inv: dict, edge: str) -> dict[str, dict]:
 
 def current_release(inv: dict, host: str) -> str:
     return os.path.basename(lab_exec(inv, host, "readlink", "/srv/socialsphere/current").stdout.strip())
+
+
+class HaproxyWatch:
+    """Samples `show stat` of every edge HAProxy in the background; records the
+    statuses each app server went through."""
+
+    def __init__(self, inv):
+        self.inv = inv
+        self.seen: dict[tuple[str, str], set[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for edge_host in group_hosts(self.inv, "edge"):
+                try:
+                    servers = haproxy_servers(self.inv, edge_host)
+                except Exception:  # noqa: BLE001, S112 - a missed sample is not a result
+                    continue
+                for name, row in servers.items():
+                    self.seen.setdefault((edge_host, name), set()).add(row["status"].split()[0])
+            self._stop.wait(0.3)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
 
 
 # ---------------------------------------------------------------- the basic path

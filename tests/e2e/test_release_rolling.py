@@ -11,7 +11,6 @@ HAProxy during the rollout and requires each app host to have been seen in DRAIN
 there (drained before its switch) rather than relying on the retries.
 """
 import os
-import threading
 import time
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from labutil import run_playbook
 from test_app_support import (
     Edge,
+    HaproxyWatch,
     LoadGenerator,
     build_release,
     current_release,
@@ -41,36 +41,6 @@ def _releases(inv):
 
 def _main_pid(inv, host):
     return lab_exec(inv, host, "systemctl", "show", "-p", "MainPID", "--value", "socialsphere.service").stdout.strip()
-
-
-class HaproxyWatch:
-    """Samples `show stat` of every edge HAProxy in the background; records the
-    statuses each app server went through."""
-
-    def __init__(self, inv):
-        self.inv = inv
-        self.seen: dict[tuple[str, str], set[str]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            for edge_host in group_hosts(self.inv, "edge"):
-                try:
-                    servers = haproxy_servers(self.inv, edge_host)
-                except Exception:  # noqa: BLE001, S112 - a missed sample is not a result
-                    continue
-                for name, row in servers.items():
-                    self.seen.setdefault((edge_host, name), set()).add(row["status"].split()[0])
-            self._stop.wait(0.3)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(30)
 
 
 @pytest.fixture(scope="module")
