@@ -114,7 +114,9 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # email and resolve (test_monitoring_alerts.py, about 4 min). The long drills
 # (database failover in both modes and switchover, in-place restore, controlled
 # patch of the held packages, rolling release, scale-out, SSH lock-out, a
-# backup host destroyed and replaced, about 50 min together) run with `make test-drills`.
+# backup host destroyed and replaced, about 50 min together, and the JWT signing
+# key rotation, about 25 min, most of it the wait for the old key's tokens to
+# expire) run with `make test-drills`.
 E2E_CI := tests/lab tests/e2e/test_00_idempotence.py \
 	tests/e2e/test_monitoring.py tests/e2e/test_monitoring_dashboards.py tests/e2e/test_monitoring_logs.py \
 	tests/e2e/test_metrics.py tests/e2e/test_app_admin.py tests/e2e/test_base_ports.py tests/e2e/test_base_fail2ban.py \
