@@ -39,7 +39,7 @@ def backup_run(lab_inventory):
     if not group_hosts(lab_inventory, "backup") or not group_hosts(lab_inventory, "edge"):
         pytest.skip("needs backup and edge hosts")
     started = time.time()
-    rc, out = run_playbook("playbooks/state-backup.yml")
+    rc, out = run_playbook("state-backup.yml")
     assert rc == 0, out[-4000:]
     recap = parse_recap(out)
     assert all(counts["failed"] == 0 and counts["unreachable"] == 0 for counts in recap.values()), recap
@@ -167,7 +167,7 @@ def test_a_wrong_vault_password_writes_nothing(lab_inventory, backup_run, clone,
 def test_a_plain_ca_key_is_refused_and_nothing_is_stored(lab_inventory, backup_run):
     before = {host: archives(lab_inventory, host) for host in group_hosts(lab_inventory, "backup")}
     time.sleep(1)  # a run that got through would name its archive after a later second
-    rc, out = run_playbook("playbooks/state-backup.yml", "-e", "state_backup_allow_plain_ca_key=false")
+    rc, out = run_playbook("state-backup.yml", "-e", "state_backup_allow_plain_ca_key=false")
     assert rc != 0
     assert "ca.key is not encrypted" in out and "internal_ca_key_passphrase" in out, out[-3000:]
     after = {host: archives(lab_inventory, host) for host in group_hosts(lab_inventory, "backup")}
