@@ -1,11 +1,18 @@
-"""HAProxy role: config valid, health checks, runtime API, state kept over reload, 429s."""
+"""HAProxy role: config valid, health checks, runtime API and its client
+(ssai-haproxy), state kept over reload, 429s."""
+import json
 import time
 
 SOCK = "/run/haproxy/admin.sock"
+CTL = "/usr/local/sbin/ssai-haproxy"
 
 
 def api(host, cmd):
     return host.check_output(f'echo "{cmd}" | socat stdio unix-connect:{SOCK}')
+
+
+def ctl_servers(host):
+    return {s["name"]: s for s in json.loads(host.check_output(f"{CTL} status --json"))["servers"]}
 
 
 def test_config_valid(host):
@@ -22,6 +29,48 @@ def test_listens_loopback_only(host):
 def test_admin_socket(host):
     sock = host.file(SOCK)
     assert sock.is_socket and sock.mode == 0o660 and sock.group == "haproxy"
+
+
+def test_ctl_installed_with_the_roles_backend_and_socket(host):
+    ctl = host.file(CTL)
+    assert ctl.user == "root" and ctl.mode == 0o755
+    config = host.file("/etc/haproxy/ssai-haproxy.json")
+    assert config.user == "root" and config.mode == 0o644
+    assert json.loads(config.content_string) == {"backend": "be_app", "socket": SOCK}
+    # A file of the role, not a string in YAML: it must at least parse on the host's Python.
+    host.run_test(f"python3 -m py_compile {CTL}")
+
+
+def test_ctl_waits_for_up_and_reports_status(host):
+    out = host.check_output(f"{CTL} wait-up app1 --timeout 30")
+    assert out.startswith("be_app/app1: UP"), out
+    app1 = ctl_servers(host)["app1"]
+    assert (app1["admin"], app1["status"], app1["check"]) == ("ready", "UP", "L7OK/200"), app1
+    assert "app1" in host.check_output(f"{CTL} status")
+
+
+def test_ctl_drain_wait_drained_ready(host):
+    host.check_output(f"{CTL} wait-up app1 --timeout 30")
+    assert host.check_output(f"{CTL} drain app1") == "be_app/app1: ready -> drain"
+    assert host.check_output(f"{CTL} drain app1") == "be_app/app1: already drain"
+    assert ctl_servers(host)["app1"]["status"] == "DRAIN"
+    host.run_test(f"{CTL} wait-drained app1 --timeout 10")
+    # The runtime API itself agrees: srv_admin_state bit 0x08 (drain).
+    line = [ln for ln in api(host, "show servers state be_app").splitlines() if " app1 " in ln][0].split()
+    assert int(line[6]) & 0x08
+    assert host.check_output(f"{CTL} ready app1") == "be_app/app1: drain -> ready"
+    host.run_test(f"{CTL} wait-up app1 --timeout 30")
+
+
+def test_ctl_unknown_server_and_timeout(host):
+    res = host.run(f"{CTL} drain app9")
+    assert res.rc == 1 and "no server 'app9' (its servers: app1)" in res.stderr, res.stderr
+    assert host.run(f"{CTL} drain app9 --missing-ok").rc == 0
+    host.run_test(f"{CTL} maint app1")
+    res = host.run(f"{CTL} wait-up app1 --timeout 1")
+    assert res.rc == 4 and "waiting for be_app/app1 to be UP" in res.stderr and "admin maint" in res.stderr
+    host.run_test(f"{CTL} ready app1")
+    host.run_test(f"{CTL} wait-up app1 --timeout 30")
 
 
 def test_proxies_and_request_id(host):
@@ -41,14 +90,15 @@ def test_server_up_by_health_check(host):
 
 
 def test_drain_survives_reload(host):
-    api(host, "set server be_app/app1 state drain")
+    host.run_test(f"{CTL} drain app1")
     host.run_test("systemctl reload haproxy")
     time.sleep(3)
     state = api(host, "show servers state be_app")
     # srv_admin_state bit 0x08 = drain set through the runtime API (DRAIN)
     line = [ln for ln in state.splitlines() if " app1 " in ln][0].split()
     assert int(line[6]) & 0x08, state
-    api(host, "set server be_app/app1 state ready")
+    host.run_test(f"{CTL} ready app1")
+    host.run_test(f"{CTL} wait-up app1 --timeout 30")
 
 
 def test_prometheus_and_stats_auth(host):
