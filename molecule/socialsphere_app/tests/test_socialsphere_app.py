@@ -68,6 +68,15 @@ def test_readyz_is_ok_schema_migrated(host):
     assert json.loads(body)["status"] == "ready"
 
 
+def test_readyz_client(host):
+    """socialsphere-readyz (files/socialsphere-readyz.py), what `fab deploy` waits with."""
+    assert host.file("/usr/local/bin/socialsphere-readyz").mode == 0o755
+    out = host.check_output("socialsphere-readyz --timeout 30 http://127.0.0.1:8000/readyz")
+    assert out == "http://127.0.0.1:8000/readyz: HTTP 200"
+    res = host.run("socialsphere-readyz --timeout 1 http://127.0.0.1:8000/no-such-page")
+    assert res.rc == 1 and "did not answer 200 within 1s (last: HTTP 404" in res.stderr, res.stderr
+
+
 def test_sandboxing(host):
     props = host.check_output(
         "systemctl show socialsphere.service -p NoNewPrivileges -p ProtectSystem -p ProtectHome "
