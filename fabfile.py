@@ -13,11 +13,14 @@ variables (defaults: the lab)::
 
 ``deploy`` installs the release on every app host and migrates the database once with
 ``playbooks/app.yml -e app_activate=false`` (the same role that installs it at
-first), then switches the hosts one at a time: drain in every HAProxy (runtime API,
-``set server be_app/<host> state drain``), wait for its sessions to reach 0, switch
-``current`` atomically, ``systemctl reload socialsphere`` (Gunicorn HUP), wait until
-the workers run the new release and ``/readyz`` answers 200, ``state ready``, wait
-until every HAProxy sees it UP, next host. The first failure stops the rollout: the
+first), then switches the hosts one at a time: drain in every HAProxy
+(``ssai-haproxy drain <host>`` on each edge host, the runtime-API client of
+roles/haproxy), wait for its sessions to reach 0 (``ssai-haproxy wait-drained``),
+switch ``current`` atomically, ``systemctl reload socialsphere`` (Gunicorn HUP), wait
+until the workers run the new release and ``/readyz`` answers 200
+(``socialsphere-readyz`` on the app host, from roles/socialsphere_app),
+``ssai-haproxy ready``, wait until every HAProxy sees it UP (``ssai-haproxy wait-up``),
+next host. The first failure stops the rollout: the
 failing host goes back to the release it ran, and stays drained if that does not
 become ready either. Commands run with the deploy user's passwordless sudo.
 """
@@ -42,38 +45,17 @@ PLAYBOOK_ARGS = shlex.split(os.environ.get("SSAI_PLAYBOOK_ARGS", ""))
 APP_GROUP = os.environ.get("SSAI_APP_GROUP", "app")
 EDGE_GROUP = os.environ.get("SSAI_EDGE_GROUP", "edge")
 ROOT = "/srv/socialsphere"
-HAPROXY_SOCKET = "/run/haproxy/admin.sock"
-HAPROXY_BACKEND = "be_app"
+# On the edge hosts: the HAProxy runtime-API client of roles/haproxy, which knows the
+# backend and the admin socket (`ssai-haproxy --help`; exit code 3: HAProxy not running).
+HAPROXY_CTL = "/usr/local/sbin/ssai-haproxy"
+HAPROXY_NOT_RUNNING = 3
+# On the app hosts: waits for /readyz (roles/socialsphere_app).
+READYZ_CLIENT = "/usr/local/bin/socialsphere-readyz"
 APP_PORT = 8000
 # Seconds for a drained server's sessions to reach 0, and for /readyz and HAProxy's
 # health checks after a reload (SSAI_DRAIN_TIMEOUT, SSAI_READY_TIMEOUT override them).
 DRAIN_TIMEOUT = float(os.environ.get("SSAI_DRAIN_TIMEOUT", "60"))
 READY_TIMEOUT = float(os.environ.get("SSAI_READY_TIMEOUT", "90"))
-
-# Runs on the edge host (as root): one runtime API command, prints the answer.
-_HAPROXY_CLIENT = (
-    "import socket,sys\n"
-    "s=socket.socket(socket.AF_UNIX,socket.SOCK_STREAM)\n"
-    "s.settimeout(10)\n"
-    "s.connect(sys.argv[1])\n"
-    "s.sendall(sys.argv[2].encode()+b'\\n')\n"
-    "out=b''\n"
-    "while True:\n"
-    "    d=s.recv(65536)\n"
-    "    if not d: break\n"
-    "    out+=d\n"
-    "sys.stdout.write(out.decode())\n"
-)
-# Runs on the app host: GET /readyz, exit 0 on 200.
-_READYZ_CLIENT = (
-    "import sys,urllib.request\n"
-    "try:\n"
-    "    r=urllib.request.urlopen(sys.argv[1],timeout=5)\n"
-    "    sys.exit(0 if r.status==200 else 1)\n"
-    "except Exception as e:\n"
-    "    print(e); sys.exit(1)\n"
-)
-
 
 class DeployError(RuntimeError):
     """A rollout step failed; the rollout stops."""
@@ -128,27 +110,23 @@ def _sudo(conn: Connection, cmd: str, **kw):
 
 
 # ---------------------------------------------------------------- HAProxy runtime API
-def haproxy(conn: Connection, command: str) -> str:
-    script = shlex.quote(_HAPROXY_CLIENT)
-    res = _sudo(conn, f"python3 -c {script} {HAPROXY_SOCKET} {shlex.quote(command)}")
-    return res.stdout
+def haproxy_ctl(edge: Host, conn: Connection, *args: str) -> str:
+    """Run ssai-haproxy on an edge host (as root); its output, or DeployError with its message."""
+    res = _sudo(conn, shlex.join([HAPROXY_CTL, *args]), warn=True)
+    if not res.ok:
+        raise DeployError(f"{edge.name}: {(res.stderr or res.stdout).strip()} (exit {res.exited})")
+    return res.stdout.strip()
 
 
-def haproxy_live(conn: Connection) -> bool:
-    return _sudo(conn, f"test -S {HAPROXY_SOCKET}", warn=True).ok
-
-
-def server_stats(conn: Connection, server: str) -> dict | None:
-    """The `show stat` row of be_app/<server> (None when HAProxy does not know it)."""
-    lines = haproxy(conn, "show stat").splitlines()
-    if not lines:
-        return None
-    header = lines[0].lstrip("# ").split(",")
-    for line in lines[1:]:
-        row = dict(zip(header, line.split(","), strict=False))
-        if row.get("pxname") == HAPROXY_BACKEND and row.get("svname") == server:
-            return row
-    return None
+def haproxy_live(edge: Host, conn: Connection) -> bool:
+    """True when the edge host's HAProxy runs; False when it does not (nothing to drain there)."""
+    res = _sudo(conn, shlex.join([HAPROXY_CTL, "status"]), warn=True)
+    if res.ok:
+        return True
+    if res.exited == HAPROXY_NOT_RUNNING:
+        return False
+    raise DeployError(f"{edge.name}: `{HAPROXY_CTL} status` failed (exit {res.exited}): "
+                      f"{(res.stderr or res.stdout).strip()} (playbooks/edge.yml --tags haproxy installs it)")
 
 
 def _wait(what: str, check, timeout: float, interval: float = 1.0):
@@ -163,32 +141,20 @@ def _wait(what: str, check, timeout: float, interval: float = 1.0):
 
 
 def drain(edges: list[tuple[Host, Connection]], server: str) -> None:
+    # --missing-ok: a HAProxy that does not know the server has nothing to drain.
     for edge, conn in edges:
-        if server_stats(conn, server) is None:
-            _log(f"  {edge.name}: HAProxy has no {HAPROXY_BACKEND}/{server}: nothing to drain")
-            continue
-        haproxy(conn, f"set server {HAPROXY_BACKEND}/{server} state drain")
-        _log(f"  {edge.name}: {HAPROXY_BACKEND}/{server} drain")
+        _log(f"  {edge.name}: {haproxy_ctl(edge, conn, 'drain', '--missing-ok', server)}")
     for edge, conn in edges:
-        def check(conn=conn):
-            row = server_stats(conn, server)
-            return (row is None or row.get("scur") == "0"), (row or {}).get("scur")
-        _wait(f"{edge.name}: sessions of {server} to reach 0", check, DRAIN_TIMEOUT, 0.5)
-        _log(f"  {edge.name}: {server} has 0 sessions")
+        _log(f"  {edge.name}: " + haproxy_ctl(edge, conn, "wait-drained", "--missing-ok",
+                                              "--timeout", f"{DRAIN_TIMEOUT:g}", server))
 
 
 def make_ready(edges: list[tuple[Host, Connection]], server: str) -> None:
-    for _edge, conn in edges:
-        if server_stats(conn, server) is None:
-            continue
-        haproxy(conn, f"set server {HAPROXY_BACKEND}/{server} state ready")
     for edge, conn in edges:
-        def check(conn=conn):
-            row = server_stats(conn, server)
-            status = (row or {}).get("status", "")
-            return (row is None or status.startswith("UP")), status
-        status = _wait(f"{edge.name}: HAProxy to see {server} UP", check, READY_TIMEOUT)
-        _log(f"  {edge.name}: {HAPROXY_BACKEND}/{server} ready ({status})")
+        _log(f"  {edge.name}: {haproxy_ctl(edge, conn, 'ready', '--missing-ok', server)}")
+    for edge, conn in edges:
+        _log(f"  {edge.name}: " + haproxy_ctl(edge, conn, "wait-up", "--missing-ok",
+                                              "--timeout", f"{READY_TIMEOUT:g}", server))
 
 
 # ---------------------------------------------------------------- app hosts
@@ -229,9 +195,9 @@ def wait_ready(host: Host, conn: Connection, version: str) -> None:
         return (bool(rel) and all(r == version for r in rel)), rel
     _wait(f"{host.name}: every Gunicorn worker on {version}", workers, READY_TIMEOUT)
     url = f"http://{host.address}:{APP_PORT}/readyz"
-    script = shlex.quote(_READYZ_CLIENT)
-    _wait(f"{host.name}: {url} = 200",
-          lambda: (conn.run(f"python3 -c {script} {url}", hide=True, warn=True).ok, None), READY_TIMEOUT)
+    res = conn.run(shlex.join([READYZ_CLIENT, "--timeout", f"{READY_TIMEOUT:g}", url]), hide=True, warn=True)
+    if not res.ok:
+        raise DeployError(f"{host.name}: {(res.stderr or res.stdout).strip()} (exit {res.exited})")
 
 
 def restore(host: Host, conn: Connection, edges, version: str) -> None:
@@ -264,10 +230,14 @@ def rolling(version: str, *, what: str) -> None:
     edges = []
     for edge in hosts_of(inv, EDGE_GROUP):
         conn = edge.connect()
-        if haproxy_live(conn):
+        try:
+            live = haproxy_live(edge, conn)
+        except DeployError as exc:
+            raise SystemExit(f"{what} not started: {exc}") from exc
+        if live:
             edges.append((edge, conn))
         else:
-            _log(f"{edge.name}: no HAProxy runtime socket ({HAPROXY_SOCKET}): not draining there")
+            _log(f"{edge.name}: HAProxy is not running: not draining there")
     for host in apps:
         conn = host.connect()
         if not conn.run(f"test -f {ROOT}/releases/{shlex.quote(version)}/venv/.complete", hide=True, warn=True).ok:
@@ -361,18 +331,9 @@ def status(c):
     for edge in hosts_of(inv, EDGE_GROUP):
         try:
             conn = edge.connect()
-            if not haproxy_live(conn):
-                print(f"{edge.name}: HAProxy runtime socket missing")
-                continue
-            rows = [line.split(",") for line in haproxy(conn, "show stat").splitlines() if line]
-            header = rows[0] if rows else []
-            if header:
-                header[0] = header[0].lstrip("# ")
-            print(f"{edge.name} ({edge.address}) {HAPROXY_BACKEND}:")
-            for row in rows[1:]:
-                r = dict(zip(header, row, strict=False))
-                if r.get("pxname") == HAPROXY_BACKEND and r.get("svname") not in ("FRONTEND", "BACKEND"):
-                    print(f"  {r.get('svname'):8} {r.get('status'):12} scur={r.get('scur')} weight={r.get('weight')}"
-                          f" check={r.get('check_status')}")
+            res = _sudo(conn, shlex.join([HAPROXY_CTL, "status"]), warn=True)
+            print(f"{edge.name} ({edge.address}):")
+            for line in (res.stdout if res.ok else res.stderr).splitlines():
+                print(f"  {line}")
         except Exception as exc:  # noqa: BLE001
             print(f"{edge.name}: unreachable: {exc}")

@@ -48,7 +48,7 @@ def _wait_status(inv, edge_host, server, prefix, timeout):
         now = time.monotonic()
         row = haproxy_servers(inv, edge_host).get(server, {})
         if row.get("status", "").startswith(prefix):
-            return now - int(row.get("lastchg") or 0)
+            return now - row.get("lastchg", 0)
         time.sleep(0.2)
     return None
 

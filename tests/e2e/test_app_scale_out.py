@@ -45,7 +45,7 @@ def test_scale_out_under_load(lab_inventory):
         assert servers[NEW_HOST]["status"].startswith("UP"), servers[NEW_HOST]
     # Client traffic only crosses the HAProxy of the edge host holding the VIP.
     holder = vip_holder(inv)
-    stot = int(haproxy_servers(inv, holder)[NEW_HOST].get("stot") or 0)
+    stot = haproxy_servers(inv, holder)[NEW_HOST]["total"]
     print(f"{holder}: {NEW_HOST} served {stot} sessions")
     assert stot > 0, f"{holder}: {NEW_HOST} got no traffic"
     if os.environ.get("SSAI_E2E_SCALE_OUT_CLEANUP") == "1":

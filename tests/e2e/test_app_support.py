@@ -280,15 +280,17 @@ def build_release(suffix: str = "") -> str:
     return name.removeprefix("socialsphere-").removesuffix(".tar.gz")
 
 
+def haproxy_ctl(inv: dict, edge: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ssai-haproxy (roles/haproxy's runtime-API client) on an edge host."""
+    return lab_exec(inv, edge, "ssai-haproxy", *args, check=check)
+
+
 def haproxy_servers(inv: dict, edge: str) -> dict[str, dict]:
-    """`show stat` rows of backend be_app on an edge host, by server name."""
-    script = ("import socket;s=socket.socket(socket.AF_UNIX);s.connect('/run/haproxy/admin.sock');"
-              "s.sendall(b'show stat\\n');b=b''\nwhile True:\n d=s.recv(65536)\n if not d: break\n b+=d\n"
-              "print(b.decode())")
-    out = lab_exec(inv, edge, "python3", "-c", script).stdout.splitlines()
-    header = out[0].lstrip("# ").split(",")
-    rows = [dict(zip(header, line.split(","), strict=False)) for line in out[1:] if line]
-    return {r["svname"]: r for r in rows if r.get("pxname") == "be_app" and r["svname"] not in ("FRONTEND", "BACKEND")}
+    """The app servers of the edge host's HAProxy by name (`ssai-haproxy status --json`):
+    admin (ready/drain/maint), status (UP, DOWN, DRAIN, MAINT...), check, sessions,
+    total (sessions since start), lastchg (seconds since the last status change)."""
+    servers = json.loads(haproxy_ctl(inv, edge, "status", "--json").stdout)["servers"]
+    return {s["name"]: s for s in servers}
 
 
 def current_release(inv: dict, host: str) -> str:
@@ -356,6 +358,6 @@ def test_haproxy_sees_every_app_host_up(lab_inventory):
     apps = set(group_hosts(lab_inventory, "app"))
     for edge_host in group_hosts(lab_inventory, "edge"):
         servers = haproxy_servers(lab_inventory, edge_host)
-        assert apps <= set(servers), f"{edge_host}: be_app lacks {apps - set(servers)}"
+        assert apps <= set(servers), f"{edge_host}: the app backend lacks {apps - set(servers)}"
         for name in apps:
             assert servers[name]["status"].startswith("UP"), (edge_host, name, servers[name]["status"])

@@ -23,10 +23,8 @@ def _clear_login_counters(inv):
     """Start from empty login counters: HAProxy's per-IP table (1 min period) and
     the app's login throttle (per address 10 min, per email 3 min, in the
     database); a rerun would otherwise begin rate limited."""
-    script = ("import socket;s=socket.socket(socket.AF_UNIX);s.connect('/run/haproxy/admin.sock');"
-              "s.sendall(b'clear table st_login\\n');print(s.recv(4096).decode())")
     for edge_host in group_hosts(inv, "edge"):
-        lab_exec(inv, edge_host, "python3", "-c", script)
+        lab_exec(inv, edge_host, "ssai-haproxy", "api", "clear", "table", "st_login")
     cluster = db_support.Cluster()
     cluster.psql(cluster.primary(), "DELETE FROM login_throttles", db="socialsphere")
 
