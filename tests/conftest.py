@@ -9,6 +9,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 os.environ.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
 # tests/ansible_run.py is the shared helper of tests/unit, tests/lab and tests/e2e.
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+# plugins/filter/ssai_facts.py: the deployment's shared facts (PostgreSQL version, ...),
+# the same functions the playbooks use as filters.
+sys.path.insert(0, str(REPO / "plugins" / "filter"))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -21,6 +21,8 @@ import tempfile
 import time
 import urllib.parse
 
+from ssai_facts import postgresql_version_of_os_release
+
 from labutil import parse_recap
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -95,7 +97,7 @@ class Cluster:
         return self.var(host, "ansible_host", host)
 
     def version(self, host):
-        return "16" if "Ubuntu" in self.run(host, "cat /etc/os-release").stdout else "15"
+        return postgresql_version_of_os_release(self.run(host, "cat /etc/os-release").stdout)
 
     def ca_file(self):
         ca_dir = self.var(self.db[0], "internal_ca_dir")

@@ -5,7 +5,6 @@ import pytest
 import testinfra
 
 DISTRO = os.environ.get("MOLECULE_DISTRO", "ubuntu2404")
-VERSION = "16" if DISTRO == "ubuntu2404" else "15"
 
 
 def _host(name):

@@ -1,8 +1,21 @@
 """PostgreSQL primary: TLS from the internal CA, roles and privileges, pg_hba."""
-import os
+import importlib.util
+import pathlib
 
-VERSION = "16" if os.environ.get("MOLECULE_DISTRO", "ubuntu2404") == "ubuntu2404" else "15"
+import pytest
+
+# The one map of distribution release -> PostgreSQL version (the role's filter).
+_spec = importlib.util.spec_from_file_location(
+    "ssai_facts", pathlib.Path(__file__).resolve().parents[3] / "plugins" / "filter" / "ssai_facts.py")
+ssai_facts = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ssai_facts)
 IP = "172.30.91.31"
+
+
+@pytest.fixture(scope="module")
+def version(db1):
+    """The PostgreSQL major version the role installs on this distribution."""
+    return ssai_facts.postgresql_version_of_os_release(db1.file("/etc/os-release").content_string)
 
 
 def psql(host, sql, db="postgres"):
@@ -20,16 +33,16 @@ def test_listens_on_address_and_localhost_only(db1):
     assert not db1.socket("tcp://0.0.0.0:5432").is_listening
 
 
-def test_settings(db1):
+def test_settings(db1, version):
     assert psql(db1, "SHOW ssl") == "on"
     assert psql(db1, "SHOW ssl_min_protocol_version") == "TLSv1.2"
     assert psql(db1, "SHOW password_encryption") == "scram-sha-256"
     assert psql(db1, "SHOW wal_log_hints") == "on"
-    assert psql(db1, "SHOW server_version_num")[:2] == VERSION
+    assert psql(db1, "SHOW server_version_num")[:2] == version
 
 
-def test_server_key_private(db1):
-    key = db1.file(f"/etc/postgresql/{VERSION}/main/ssl/server.key")
+def test_server_key_private(db1, version):
+    key = db1.file(f"/etc/postgresql/{version}/main/ssl/server.key")
     assert key.user == "postgres" and key.mode == 0o600
 
 
@@ -47,6 +60,6 @@ def test_verify_full_tls_login_and_app_role_is_dml_only(db1):
     assert ddl.rc != 0 and "permission denied" in ddl.stderr
 
 
-def test_pg_hba_rejects_unknown(db1):
-    hba = db1.file(f"/etc/postgresql/{VERSION}/main/pg_hba.conf").content_string
+def test_pg_hba_rejects_unknown(db1, version):
+    hba = db1.file(f"/etc/postgresql/{version}/main/pg_hba.conf").content_string
     assert "trust" not in hba and " md5" not in hba

@@ -1,0 +1,142 @@
+"""Facts of the deployment that playbooks, roles, Fabric and tests share: one place each.
+
+Jinja filters (``ansible.cfg``: ``filter_plugins = plugins/filter``; Molecule sets
+``ANSIBLE_FILTER_PLUGINS``):
+
+- ``ansible_facts | ssai_postgresql_version``: the PostgreSQL major version of the
+  host's distribution release (the distribution's own packages), e.g. ``"16"``.
+- ``groups['db'] | ssai_postgresql_role_hosts(hostvars, 'primary')``: the hosts whose
+  ``postgresql_role`` is ``primary`` (or ``replica``), in inventory order.
+- ``inventory_hostname | ssai_role_var(hostvars, 'socialsphere_app_port')``: a role
+  variable as a host sees it: the inventory's value if it sets one, else the default in
+  ``roles/<role>/defaults/main.yml`` (the role is the variable's prefix). For playbooks
+  that need another tier's setting without applying its role (the edge needs the app
+  hosts' Gunicorn port).
+
+The plain functions below are importable without Ansible (``fabfile.py`` and the tests
+import this file by path).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
+
+# Distribution and its major release (Ansible's `distribution`, `distribution_major_version`)
+# -> the PostgreSQL major version its archive ships. Extend it with
+# playbooks/vars/preflight.yml's preflight_supported_os (a unit test checks they agree).
+POSTGRESQL_VERSIONS = {
+    ("Ubuntu", "24"): "16",
+    ("Debian", "12"): "15",
+}
+
+POSTGRESQL_ROLES = ("primary", "replica")
+
+
+def postgresql_version(distribution: str, major_version: str) -> str:
+    """The PostgreSQL major version of a distribution release; ValueError if unsupported."""
+    try:
+        return POSTGRESQL_VERSIONS[(str(distribution), str(major_version))]
+    except KeyError:
+        known = ", ".join(f"{d} {v}" for d, v in POSTGRESQL_VERSIONS)
+        raise ValueError(f"no PostgreSQL version known for {distribution} {major_version} (known: {known})") from None
+
+
+def postgresql_version_of_os_release(text: str) -> str:
+    """The same, for a host's /etc/os-release (ID and VERSION_ID; Python that reads hosts)."""
+    info = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    distribution = info.get("ID", "").strip().strip('"').capitalize()
+    major = info.get("VERSION_ID", "").strip().strip('"').split(".")[0]
+    return postgresql_version(distribution, major)
+
+
+def postgresql_role_hosts(hosts, hostvars, role: str) -> list[str]:
+    """The hosts of `hosts` whose postgresql_role is `role`, in the order given."""
+    if role not in POSTGRESQL_ROLES:
+        raise ValueError(f"postgresql_role is one of {', '.join(POSTGRESQL_ROLES)}, not {role!r}")
+    found = []
+    for host in hosts:
+        try:
+            value = hostvars[host]["postgresql_role"]
+        except (KeyError, TypeError):
+            continue
+        if value == role:
+            found.append(str(host))
+    return found
+
+
+def role_of(name: str) -> str:
+    """The role a variable belongs to: the longest role name that prefixes it (`haproxy_x` -> haproxy)."""
+    roles = sorted((p.name for p in ROLES_DIR.iterdir() if (p / "defaults" / "main.yml").is_file()),
+                   key=len, reverse=True)
+    for role in roles:
+        if name.startswith(role + "_"):
+            return role
+    raise ValueError(f"{name} is no role's variable (no roles/<role>/defaults/main.yml with its prefix)")
+
+
+def role_default(name: str):
+    """The default of role variable `name` from its role's defaults/main.yml (a plain value only)."""
+    role = role_of(name)
+    path = ROLES_DIR / role / "defaults" / "main.yml"
+    defaults = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if name not in defaults:
+        raise ValueError(f"{name} is not in {path.relative_to(ROLES_DIR.parent)}")
+    value = defaults[name]
+    if isinstance(value, str) and ("{{" in value or "{%" in value):
+        raise ValueError(f"{name} has a templated default in {path.relative_to(ROLES_DIR.parent)}: "
+                         "read it where the role is applied")
+    return value
+
+
+def role_var(host, hostvars, name: str):
+    """Role variable `name` as `host` sees it: its inventory value, else the role's default."""
+    try:
+        return hostvars[host][name]
+    except (KeyError, TypeError):
+        return role_default(name)
+
+
+def _filter_error(func):
+    def wrapper(*args, **kwargs):
+        from ansible.errors import AnsibleFilterError
+
+        try:
+            return func(*args, **kwargs)
+        except ValueError as e:
+            raise AnsibleFilterError(str(e)) from e
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+@_filter_error
+def ssai_postgresql_version(facts) -> str:
+    """`ansible_facts | ssai_postgresql_version`."""
+    return postgresql_version(facts["distribution"], facts["distribution_major_version"])
+
+
+@_filter_error
+def ssai_postgresql_role_hosts(hosts, hostvars, role):
+    """`groups['db'] | ssai_postgresql_role_hosts(hostvars, 'primary')`."""
+    return postgresql_role_hosts(hosts, hostvars, role)
+
+
+@_filter_error
+def ssai_role_var(host, hostvars, name):
+    """`inventory_hostname | ssai_role_var(hostvars, 'socialsphere_app_port')`."""
+    return role_var(host, hostvars, name)
+
+
+class FilterModule:
+    """Ansible filter plugin entry point."""
+
+    def filters(self):
+        return {
+            "ssai_postgresql_version": ssai_postgresql_version,
+            "ssai_postgresql_role_hosts": ssai_postgresql_role_hosts,
+            "ssai_role_var": ssai_role_var,
+        }
