@@ -26,6 +26,7 @@ become ready either. Commands run with the deploy user's passwordless sudo.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -51,11 +52,21 @@ HAPROXY_CTL = "/usr/local/sbin/ssai-haproxy"
 HAPROXY_NOT_RUNNING = 3
 # On the app hosts: waits for /readyz (roles/socialsphere_app).
 READYZ_CLIENT = "/usr/local/bin/socialsphere-readyz"
-APP_PORT = 8000
 # Seconds for a drained server's sessions to reach 0, and for /readyz and HAProxy's
 # health checks after a reload (SSAI_DRAIN_TIMEOUT, SSAI_READY_TIMEOUT override them).
 DRAIN_TIMEOUT = float(os.environ.get("SSAI_DRAIN_TIMEOUT", "60"))
 READY_TIMEOUT = float(os.environ.get("SSAI_READY_TIMEOUT", "90"))
+
+def _load_facts():
+    """plugins/filter/ssai_facts.py: the facts the playbooks read through filters."""
+    spec = importlib.util.spec_from_file_location("ssai_facts", REPO / "plugins" / "filter" / "ssai_facts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_FACTS = _load_facts()
+
 
 class DeployError(RuntimeError):
     """A rollout step failed; the rollout stops."""
@@ -66,6 +77,12 @@ class Host:
     name: str
     address: str
     vars: dict
+
+    @property
+    def app_port(self) -> int:
+        """Gunicorn's port: the inventory's socialsphere_app_port, else the role's default
+        (the same rule as edge.yml's HAProxy backend and scale-out.yml's readiness check)."""
+        return int(_FACTS.role_var(self.name, {self.name: self.vars}, "socialsphere_app_port"))
 
     def connect(self) -> Connection:
         user = self.vars.get("ansible_user")
@@ -194,7 +211,7 @@ def wait_ready(host: Host, conn: Connection, version: str) -> None:
         rel = worker_releases(conn)
         return (bool(rel) and all(r == version for r in rel)), rel
     _wait(f"{host.name}: every Gunicorn worker on {version}", workers, READY_TIMEOUT)
-    url = f"http://{host.address}:{APP_PORT}/readyz"
+    url = f"http://{host.address}:{host.app_port}/readyz"
     res = conn.run(shlex.join([READYZ_CLIENT, "--timeout", f"{READY_TIMEOUT:g}", url]), hide=True, warn=True)
     if not res.ok:
         raise DeployError(f"{host.name}: {(res.stderr or res.stdout).strip()} (exit {res.exited})")

@@ -21,9 +21,8 @@ import tempfile
 import time
 import urllib.parse
 
-from ssai_facts import postgresql_version_of_os_release
-
 from labutil import parse_recap
+from ssai_facts import postgresql_version_of_os_release
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
