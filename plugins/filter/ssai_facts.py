@@ -12,6 +12,8 @@ Jinja filters (``ansible.cfg``: ``filter_plugins = plugins/filter``; Molecule se
   ``roles/<role>/defaults/main.yml`` (the role is the variable's prefix). For playbooks
   that need another tier's setting without applying its role (the edge needs the app
   hosts' Gunicorn port).
+- ``'35s' | ssai_haproxy_seconds``: an HAProxy time in seconds (preflight compares
+  HAProxy's and Gunicorn's timeouts).
 
 The plain functions below are importable without Ansible (``fabfile.py`` and the tests
 import this file by path).
@@ -99,6 +101,19 @@ def role_var(host, hostvars, name: str):
         return role_default(name)
 
 
+_HAPROXY_UNITS = {"us": 0.000001, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def haproxy_seconds(value) -> float:
+    """An HAProxy time ("35s", "1m", "500ms"; a bare number is milliseconds) in seconds."""
+    text = str(value).strip()
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number):] or "ms"
+    if not number.isdigit() or unit not in _HAPROXY_UNITS:
+        raise ValueError(f"{value!r} is not an HAProxy time (a number with us, ms, s, m, h or d)")
+    return int(number) * _HAPROXY_UNITS[unit]
+
+
 def _filter_error(func):
     def wrapper(*args, **kwargs):
         from ansible.errors import AnsibleFilterError
@@ -131,6 +146,12 @@ def ssai_role_var(host, hostvars, name):
     return role_var(host, hostvars, name)
 
 
+@_filter_error
+def ssai_haproxy_seconds(value):
+    """`haproxy_timeout_server | ssai_haproxy_seconds`."""
+    return haproxy_seconds(value)
+
+
 class FilterModule:
     """Ansible filter plugin entry point."""
 
@@ -139,4 +160,5 @@ class FilterModule:
             "ssai_postgresql_version": ssai_postgresql_version,
             "ssai_postgresql_role_hosts": ssai_postgresql_role_hosts,
             "ssai_role_var": ssai_role_var,
+            "ssai_haproxy_seconds": ssai_haproxy_seconds,
         }

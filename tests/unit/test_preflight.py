@@ -97,6 +97,24 @@ def test_two_primaries_fail(inventory):
     assert "Exactly one host of group db must have postgresql_role: primary; found 2 (db1, db2)" in out
 
 
+def test_haproxy_timeout_not_above_gunicorns_fails(inventory):
+    """Gunicorn must answer before HAProxy gives up: haproxy_timeout_server > socialsphere_app_timeout."""
+    edit_yaml(inventory / "hosts.yml",
+              lambda d: d["all"]["children"]["edge"]["hosts"]["edge2"].update(haproxy_timeout_server="30s"))
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert "haproxy_timeout_server of edge2 (30 s) must be longer than socialsphere_app_timeout" in out
+    assert "(30 s on the app hosts at most)" in out
+
+
+def test_longer_gunicorn_timeout_on_one_app_host_fails(inventory):
+    edit_yaml(inventory / "hosts.yml",
+              lambda d: d["all"]["children"]["app"]["hosts"]["app2"].update(socialsphere_app_timeout=40))
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert "haproxy_timeout_server of edge1 (35 s) must be longer than" in out
+
+
 def test_no_primary_fails(inventory):
     edit_yaml(inventory / "hosts.yml",
               lambda d: d["all"]["children"]["db"]["hosts"]["db1"].update(postgresql_role="replica"))
