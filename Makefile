@@ -108,20 +108,22 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # the monitoring tier (targets, probes, SSH tunnel, dashboards' queries, a request
 # found in the central journal), metrics, the lab admin's login, port scan, fail2ban ban/unban,
 # replication, PITR restore drill, the restore verification of every
-# repository and its corrupted-backup drill (about 30 s), the stale-inventory
+# repository and its corrupted-backup drill (about 30 s), the control node's state
+# backup and its restore into a fresh clone (about 1 min), the stale-inventory
 # guard of the database tier, TLS and compression, rate limits, certificate renewal under load, edge
 # VIP failover, app host failures under load, and last the alerts that fire,
 # email and resolve (test_monitoring_alerts.py, about 4 min). The long drills
 # (database failover in both modes and switchover, in-place restore, controlled
 # patch of the held packages, rolling release, scale-out, SSH lock-out, a
-# backup host destroyed and replaced, about 50 min together, and the JWT signing
+# backup host destroyed and replaced, an app host and the VIP's edge host destroyed
+# and replaced under load, about 65 min together, and the JWT signing
 # key rotation, about 25 min, most of it the wait for the old key's tokens to
 # expire) run with `make test-drills`.
 E2E_CI := tests/lab tests/e2e/test_00_idempotence.py \
 	tests/e2e/test_monitoring.py tests/e2e/test_monitoring_dashboards.py tests/e2e/test_monitoring_logs.py \
 	tests/e2e/test_metrics.py tests/e2e/test_app_admin.py tests/e2e/test_base_ports.py tests/e2e/test_base_fail2ban.py \
 	tests/e2e/test_db_replication.py tests/e2e/test_db_restore.py tests/e2e/test_db_restore_verify.py \
-	tests/e2e/test_db_inventory_guard.py \
+	tests/e2e/test_state_backup.py tests/e2e/test_db_inventory_guard.py \
 	tests/e2e/test_edge_tls.py tests/e2e/test_edge_ratelimit.py tests/e2e/test_edge_certbot_renew.py \
 	tests/e2e/test_edge_failover.py tests/e2e/test_app_failures.py tests/e2e/test_monitoring_alerts.py
 
