@@ -139,6 +139,8 @@ class LoadResult:
     seconds: float = 0.0
     # keep-alive connections found closed by the server before reuse (reopened)
     stale_reopened: int = 0
+    # monotonic start time of each failed request (to tell which event caused it)
+    failure_times: list = field(default_factory=list)
 
     def summary(self) -> str:
         lat = sorted(self.latencies) or [0.0]
@@ -229,6 +231,7 @@ class LoadGenerator:
                     self.result.errors[error] += 1
                 if status != 200:
                     self.result.failed += 1
+                    self.result.failure_times.append(t0)
                 self.result.latencies.append(elapsed)
             delay = next_at - time.monotonic()
             if delay > 0:
