@@ -2,6 +2,7 @@
 the tool venv's binaries, no colours, and the output captured for assertions.
 
 Importable from every test directory (tests/conftest.py puts tests/ on sys.path)."""
+import json
 import os
 import pathlib
 import subprocess
@@ -15,6 +16,22 @@ def ansible_env(**extra):
     """Environment for ansible-* commands; `extra` adds or overrides variables."""
     return dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                 ANSIBLE_FORCE_COLOR="0", PATH=f"{BIN}:{os.environ['PATH']}", **extra)
+
+
+def local_env(**extra):
+    """ansible_env for playbooks whose hosts are this machine (local connection, the unit
+    tests' fixture inventories): facts gathered per play and kept in memory only."""
+    return ansible_env(ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_GATHERING="implicit", **extra)
+
+
+def local_os_as_supported():
+    """Extra vars (-e) that make this machine's OS supported by preflight (the tests run anywhere)."""
+    info = dict(line.split("=", 1) for line in pathlib.Path("/etc/os-release").read_text().splitlines() if "=" in line)
+    name = info.get("NAME", "").strip('"').split()[0]
+    version = info.get("VERSION_ID", "").strip('"')
+    if name == "Debian":
+        version = version.split(".")[0]
+    return json.dumps({"preflight_supported_os": [{"distribution": name, "version": version}]})
 
 
 def run_playbook(inventory, playbook, *extra, vault_pass=None, env=None, timeout=1800):

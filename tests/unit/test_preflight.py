@@ -4,14 +4,13 @@ Each test copies a complete inventory, breaks one thing, and runs the real
 playbook (preflight.yml or site.yml) against it; the hosts use the local
 connection, so no container is needed.
 """
-import json
 import pathlib
 import shutil
 
 import pytest
 import yaml
 
-from ansible_run import ansible_env, run_playbook
+from ansible_run import local_env, local_os_as_supported, run_playbook
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "inventory_ok"
 
@@ -31,17 +30,7 @@ def edit_yaml(path, change):
 
 def run(playbook, inventory, *extra):
     return run_playbook(inventory / "hosts.yml", playbook, *extra, timeout=300,
-                        env=ansible_env(ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_GATHERING="implicit"))
-
-
-def local_os_as_supported():
-    """Extra vars that make this machine's OS supported (the tests run anywhere)."""
-    info = dict(line.split("=", 1) for line in pathlib.Path("/etc/os-release").read_text().splitlines() if "=" in line)
-    name = info.get("NAME", "").strip('"').split()[0]
-    version = info.get("VERSION_ID", "").strip('"')
-    if name == "Debian":
-        version = version.split(".")[0]
-    return json.dumps({"preflight_supported_os": [{"distribution": name, "version": version}]})
+                        env=local_env())
 
 
 def test_complete_inventory_passes(inventory):

@@ -5,14 +5,14 @@ import pathlib
 
 import pytest
 
-from ansible_run import ansible_env, run_playbook
+from ansible_run import local_env, run_playbook
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "inventory_ok"
 
 
 def run(*extra):
     return run_playbook(FIXTURE / "hosts.yml", "replace-host.yml", *extra, timeout=300,
-                        env=ansible_env(ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_GATHERING="implicit"))
+                        env=local_env())
 
 
 @pytest.mark.parametrize("request_", ["", "app9", "app1,nosuchhost", " , "])

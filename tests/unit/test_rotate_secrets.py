@@ -22,7 +22,7 @@ import time
 import pytest
 import yaml
 
-from ansible_run import BIN, REPO, ansible_env, run_playbook
+from ansible_run import BIN, REPO, ansible_env, local_env, local_os_as_supported, run_playbook
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "inventory_ok"
 CHECKS_PLAYBOOK = pathlib.Path(__file__).parent / "playbooks" / "rotate_jwt_checks.yml"
@@ -57,16 +57,7 @@ def set_vault(inventory, keys, active):
 
 def rotate(inventory, *extra):
     return run_playbook(inventory / "hosts.yml", "rotate-secrets.yml", *extra, timeout=300,
-                        env=ansible_env(ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_GATHERING="implicit"))
-
-
-def local_os_as_supported():
-    info = dict(line.split("=", 1) for line in pathlib.Path("/etc/os-release").read_text().splitlines() if "=" in line)
-    name = info.get("NAME", "").strip('"').split()[0]
-    version = info.get("VERSION_ID", "").strip('"')
-    if name == "Debian":
-        version = version.split(".")[0]
-    return json.dumps({"preflight_supported_os": [{"distribution": name, "version": version}]})
+                        env=local_env())
 
 
 def test_the_playbook_parses_with_the_production_inventory():
@@ -347,7 +338,7 @@ def test_no_running_service_reads_as_not_running(app_process, tmp_path):
 def rotate_against(inventory, app_process, *extra):
     """The whole playbook, the app hosts being this machine, whose "Gunicorn" is the
     process of app_process (k1 + k2, k2 signing, started just now)."""
-    env = ansible_env(ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_GATHERING="implicit")
+    env = local_env()
     env["PATH"] = f"{app_process['path'].split(':')[0]}:{env['PATH']}"
     return run_playbook(inventory / "hosts.yml", "rotate-secrets.yml", "-e", "rotate=jwt", "-e", "ansible_become=false",
                         "-e", f"socialsphere_app_root={app_process['root']}",
