@@ -20,6 +20,7 @@ from test_app_support import (
     host_address,
     lab_exec,
     labctl,
+    wait_server_status,
 )
 
 # roles/haproxy/README.md: 2 failed checks, inter 2s + fastinter 1s + 2 x timeout check 2s.
@@ -40,19 +41,6 @@ def _ready(inv, host, timeout=60):
     return False
 
 
-def _wait_status(inv, edge_host, server, prefix, timeout):
-    """Wait until HAProxy on edge_host shows server in a status starting with prefix;
-    return when it changed (monotonic clock, from HAProxy's lastchg), or None."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = time.monotonic()
-        row = haproxy_servers(inv, edge_host).get(server, {})
-        if row.get("status", "").startswith(prefix):
-            return now - row.get("lastchg", 0)
-        time.sleep(0.2)
-    return None
-
-
 def test_kill_9_gunicorn_under_load(lab_inventory):
     host = group_hosts(lab_inventory, "app")[0]
     edge = Edge.from_inventory(lab_inventory)
@@ -65,7 +53,7 @@ def test_kill_9_gunicorn_under_load(lab_inventory):
         assert _ready(lab_inventory, host, 60), f"{host}: Gunicorn not back within 60 s"
         restart_seconds = time.monotonic() - t0
         for edge_host in group_hosts(lab_inventory, "edge"):
-            assert _wait_status(lab_inventory, edge_host, host, "UP", 30) is not None, \
+            assert wait_server_status(lab_inventory, edge_host, host, "UP", 30) is not None, \
                 f"{edge_host}: {host} not UP again within 30 s"
         time.sleep(5)  # slowstart: it takes its share again while the load continues
     after = _main_pid(lab_inventory, host)
@@ -103,7 +91,7 @@ def test_request_in_flight_when_the_master_is_killed_is_answered(lab_inventory):
     assert status not in ("", "000"), f"in-flight request cut: curl {client.returncode} {err.decode()}"
     assert 400 <= int(status) < 500, status
     for edge_host in group_hosts(lab_inventory, "edge"):
-        assert _wait_status(lab_inventory, edge_host, host, "UP", 30) is not None, \
+        assert wait_server_status(lab_inventory, edge_host, host, "UP", 30) is not None, \
             f"{edge_host}: {host} not UP again within 30 s"
 
 
@@ -148,13 +136,13 @@ def test_stopped_app_host_is_marked_down_and_traffic_continues(lab_inventory):
             stop_seconds = time.monotonic() - t0
             assert res.returncode == 0, res.stdout + res.stderr
             for edge_host in edges:
-                down_at[edge_host] = _wait_status(inv, edge_host, host, "DOWN", 30)
+                down_at[edge_host] = wait_server_status(inv, edge_host, host, "DOWN", 30)
             time.sleep(10)  # traffic goes on with one app host fewer
     finally:
         res = labctl(inv, "start", host, timeout=600)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
         for edge_host in edges:
-            assert _wait_status(inv, edge_host, host, "UP", 180) is not None, \
+            assert wait_server_status(inv, edge_host, host, "UP", 180) is not None, \
                 f"{edge_host}: {host} not UP within 180 s of starting again"
     # The host stopped answering somewhere between t0 and the end of the stop.
     marks = {e: (None if t is None else round(t - t0, 1)) for e, t in down_at.items()}

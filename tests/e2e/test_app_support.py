@@ -300,6 +300,26 @@ def current_release(inv: dict, host: str) -> str:
     return os.path.basename(lab_exec(inv, host, "readlink", "/srv/socialsphere/current").stdout.strip())
 
 
+def wait_server_status(inv: dict, edge_host: str, server: str, prefix: str, timeout: float) -> float | None:
+    """Wait until HAProxy on edge_host shows server in a status starting with prefix;
+    return when it changed (monotonic clock, from HAProxy's lastchg), or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        row = haproxy_servers(inv, edge_host).get(server, {})
+        if row.get("status", "").startswith(prefix):
+            return now - row.get("lastchg", 0)
+        time.sleep(0.2)
+    return None
+
+
+def destroy(inv: dict, host: str) -> None:
+    """The machine is gone: its container removed (a disaster drill's first step)."""
+    subprocess.run(["docker", "rm", "-f", container(inv, host)], check=False, capture_output=True)
+    gone = subprocess.run(["docker", "inspect", container(inv, host)], check=False, capture_output=True)
+    assert gone.returncode != 0, f"{host} still exists"
+
+
 class HaproxyWatch:
     """Samples `show stat` of every edge HAProxy in the background; records the
     statuses each app server went through."""
@@ -328,6 +348,18 @@ class HaproxyWatch:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(30)
+
+
+def assert_drained_and_up(inv: dict, watch: HaproxyWatch, apps: list[str], during: str) -> None:
+    """Every edge HAProxy drained each app host at some point (watch saw DRAIN) and
+    shows it UP now: the rollout took each one out gracefully and brought it back."""
+    for edge_host in group_hosts(inv, "edge"):
+        for host in apps:
+            assert "DRAIN" in watch.seen.get((edge_host, host), set()), \
+                f"{edge_host}: {host} was never seen DRAIN during {during} ({watch.seen})"
+        servers = haproxy_servers(inv, edge_host)
+        for host in apps:
+            assert servers[host]["status"].startswith("UP"), (edge_host, host, servers[host]["status"])
 
 
 # ---------------------------------------------------------------- the basic path

@@ -29,7 +29,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import db_support  # noqa: E402
-from test_app_support import container, labctl  # noqa: E402
+from test_app_support import destroy, labctl  # noqa: E402
 
 CHECKSUM = "SELECT count(*) || ':' || coalesce(md5(string_agg(id::text, ',' ORDER BY id)), '') FROM {table}"
 
@@ -86,9 +86,7 @@ def test_backup_host_lost_while_writes_continue(cluster, lab_inventory):
 
         archived0, failed0 = archiver(cluster, primary)
         t_lost = time.time()
-        subprocess.run(["docker", "rm", "-f", container(lab_inventory, lost)], check=False, capture_output=True)
-        gone = subprocess.run(["docker", "inspect", container(lab_inventory, lost)], check=False, capture_output=True)
-        assert gone.returncode != 0, f"{lost} still exists"
+        destroy(lab_inventory, lost)
         print(f"\n{lost} destroyed (repository {figures['lost_repo']}); writes continue")
 
         segments = []

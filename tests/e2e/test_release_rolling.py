@@ -20,6 +20,7 @@ from test_app_support import (
     Edge,
     HaproxyWatch,
     LoadGenerator,
+    assert_drained_and_up,
     build_release,
     current_release,
     fab,
@@ -70,13 +71,7 @@ def test_rolling_release_under_load_has_zero_failed_requests(lab_inventory, new_
     assert load.result.total > 100, load.result.summary()
     assert load.result.failed == 0, load.result.summary()
     assert set(_releases(lab_inventory).values()) == {version}
-    for edge_host in group_hosts(lab_inventory, "edge"):
-        for host in apps:
-            assert "DRAIN" in watch.seen.get((edge_host, host), set()), \
-                f"{edge_host}: {host} was never seen DRAIN during the rollout ({watch.seen})"
-        servers = haproxy_servers(lab_inventory, edge_host)
-        for host in apps:
-            assert servers[host]["status"].startswith("UP"), (edge_host, host, servers[host]["status"])
+    assert_drained_and_up(lab_inventory, watch, apps, "the rollout")
 
     # Rollback to what ran before, under load as well.
     with HaproxyWatch(lab_inventory) as watch, LoadGenerator(edge, max_seconds=DEPLOY_MAX_SECONDS) as load:

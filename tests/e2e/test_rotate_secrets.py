@@ -37,7 +37,15 @@ from collections import Counter
 import pytest
 
 from labutil import INVENTORY, REPO, VAULT_PASS, lab_inventory_data, parse_recap, run_playbook
-from test_app_support import Edge, HaproxyWatch, LoadGenerator, group_hosts, haproxy_servers, lab_all_vars, lab_exec
+from test_app_support import (
+    Edge,
+    HaproxyWatch,
+    LoadGenerator,
+    assert_drained_and_up,
+    group_hosts,
+    lab_all_vars,
+    lab_exec,
+)
 
 STATE_SCRIPT = REPO / "roles" / "socialsphere_app" / "files" / "running-state.py"
 PHASE_MAX_SECONDS = 1800  # load bound per phase (a phase takes a few minutes)
@@ -241,13 +249,7 @@ def run_phase(lab: dict, phase: str, holder: dict, churn_session: Session, figur
     assert load.result.total > 100, load.result.summary()
     assert load.result.failed == 0, load.result.summary()
     assert churn.total > 20 and churn.failed == 0, churn.summary()
-    for edge_host in group_hosts(inv, "edge"):
-        for host in apps:
-            assert "DRAIN" in watch.seen.get((edge_host, host), set()), \
-                f"{edge_host}: {host} was never seen DRAIN during phase {phase} ({watch.seen})"
-        servers = haproxy_servers(inv, edge_host)
-        for host in apps:
-            assert servers[host]["status"].startswith("UP"), (edge_host, host, servers[host]["status"])
+    assert_drained_and_up(inv, watch, apps, f"phase {phase}")
     after = running(inv)
     for host in apps:
         assert after[host]["pid"] != pids[host], f"{host}: Gunicorn was not restarted in phase {phase}"
