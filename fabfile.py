@@ -159,8 +159,11 @@ def _wait(what: str, check, timeout: float, interval: float = 1.0):
 
 def drain(edges: list[tuple[Host, Connection]], server: str) -> None:
     # --missing-ok: a HAProxy that does not know the server has nothing to drain.
+    # --keep-last: the only server in rotation stays there (its graceful reload
+    # loses no request; a drain would answer every request with 503), and
+    # wait-drained then has nothing to wait for.
     for edge, conn in edges:
-        _log(f"  {edge.name}: {haproxy_ctl(edge, conn, 'drain', '--missing-ok', server)}")
+        _log(f"  {edge.name}: {haproxy_ctl(edge, conn, 'drain', '--missing-ok', '--keep-last', server)}")
     for edge, conn in edges:
         _log(f"  {edge.name}: " + haproxy_ctl(edge, conn, "wait-drained", "--missing-ok",
                                               "--timeout", f"{DRAIN_TIMEOUT:g}", server))

@@ -6,7 +6,9 @@
 - one app host stopped entirely (`labctl stop`, a clean power-off): every HAProxy
   marks it DOWN within the documented time (roles/haproxy/README.md: <= 7 s after it
   stops answering), traffic goes on with no failed request; the host is started
-  again and rejoins."""
+  again and rejoins;
+- a worker recycled after the release Gunicorn's master imported from was pruned
+  still boots (the master forgets another release's modules on every reload)."""
 import subprocess
 import tempfile
 import time
@@ -154,3 +156,68 @@ def test_stopped_app_host_is_marked_down_and_traffic_continues(lab_inventory):
         assert t - t0 <= stop_seconds + DOCUMENTED_DOWN_SECONDS + 1, marks
     assert load.result.total > 100, load.result.summary()
     assert load.result.failed == 0, load.result.summary()
+
+
+def _workers(inv, host, main_pid):
+    """Gunicorn's workers: the master's children, each with the release it runs from (its cwd)."""
+    pids = lab_exec(inv, host, "ps", "--ppid", main_pid, "-o", "pid=", check=False).stdout.split()
+    return {pid: lab_exec(inv, host, "readlink", f"/proc/{pid}/cwd", check=False).stdout.strip() for pid in pids}
+
+
+def _wait_workers_on(inv, host, main_pid, release_dir, count, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = _workers(inv, host, main_pid)
+        if len(workers) == count and set(workers.values()) == {release_dir}:
+            return workers
+        time.sleep(0.5)
+    raise AssertionError(f"{host}: not {count} workers on {release_dir} within {timeout}s: {_workers(inv, host, main_pid)}")
+
+
+def test_a_worker_boots_after_the_release_the_master_imported_from_is_pruned(lab_inventory):
+    """Gunicorn's master imports prometheus_client when a worker exits (child_exit).
+    Found by the app + edge drill: imported during one release and kept across the
+    reload to the next, its submodules were still looked up in the old release's
+    directory, so once that release was pruned the next recycled worker failed to
+    boot (ModuleNotFoundError) and Gunicorn halted. The same switch here with a copy
+    of the current release: reload onto the copy, a worker exits (the master imports
+    from the copy), reload back, remove the copy, a worker exits: the new one boots
+    and the master lives on."""
+    inv = lab_inventory
+    host = group_hosts(inv, "app")[0]
+    root = "/srv/socialsphere"
+    release = lab_exec(inv, host, "readlink", "-f", f"{root}/current").stdout.strip()
+    copy = f"{release}-copy"
+    lab_exec(inv, host, "cp", "-a", release, copy)
+    since = lab_exec(inv, host, "date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
+    try:
+        # A fresh master, which has imported nothing from any release's site-packages yet.
+        lab_exec(inv, host, "systemctl", "restart", "socialsphere.service")
+        assert _ready(inv, host, 60), f"{host}: Gunicorn not ready after the restart"
+        main = _main_pid(inv, host)
+        count = len(_wait_workers_on(inv, host, main, release, len(_workers(inv, host, main))))
+
+        lab_exec(inv, host, "ln", "-sfn", copy, f"{root}/current")
+        lab_exec(inv, host, "systemctl", "reload", "socialsphere.service")
+        workers = _wait_workers_on(inv, host, main, copy, count)
+        lab_exec(inv, host, "kill", "-TERM", next(iter(workers)))  # child_exit: the master imports from the copy
+        _wait_workers_on(inv, host, main, copy, count)
+
+        lab_exec(inv, host, "ln", "-sfn", release, f"{root}/current")
+        lab_exec(inv, host, "systemctl", "reload", "socialsphere.service")
+        workers = _wait_workers_on(inv, host, main, release, count)
+        lab_exec(inv, host, "rm", "-rf", copy)  # the release pruned
+        lab_exec(inv, host, "kill", "-TERM", next(iter(workers)))
+        _wait_workers_on(inv, host, main, release, count)
+        time.sleep(2)
+        assert _main_pid(inv, host) == main, f"{host}: Gunicorn's master was restarted"
+        log = lab_exec(inv, host, "journalctl", "-u", "socialsphere.service", "--since", since, "--no-pager").stdout
+        assert "Worker failed to boot" not in log and "ModuleNotFoundError" not in log, log[-3000:]
+        assert _ready(inv, host, 10)
+    finally:
+        lab_exec(inv, host, "ln", "-sfn", release, f"{root}/current", check=False)
+        lab_exec(inv, host, "rm", "-rf", copy, check=False)
+        if _main_pid(inv, host) in ("", "0"):
+            lab_exec(inv, host, "systemctl", "restart", "socialsphere.service", check=False)
+        lab_exec(inv, host, "systemctl", "reload", "socialsphere.service", check=False)
+        assert _ready(inv, host, 60)

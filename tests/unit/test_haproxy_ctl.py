@@ -318,3 +318,49 @@ def test_real_api_passes_other_commands_through(haproxy):
     assert res.returncode == 0, res.stderr
     assert [row["srv_name"] for row in ctl.parse_servers_state(res.stdout)] == ["app1", "app2"]
     assert ctl_run(haproxy, "api", "show", "info").stdout.startswith("Name: HAProxy")
+
+
+def test_real_drain_keep_last_leaves_the_only_server_in_rotation(haproxy):
+    # app1 is UP, app2 DOWN (nothing listens): app1 is the only server that serves.
+    assert ctl_run(haproxy, "wait-up", "app1", "--timeout", "10").returncode == 0
+    res = ctl_run(haproxy, "drain", "--keep-last", "app1")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == ("be_app/app1: the only server in rotation (others: app2 ready/DOWN): "
+                                  + ctl.KEPT)
+    assert status(haproxy)["app1"]["admin"] == "ready"
+    # A server out of rotation anyway is drained as asked, and without the flag app1 is too.
+    res = ctl_run(haproxy, "drain", "--keep-last", "app2")
+    assert (res.returncode, res.stdout.strip()) == (0, "be_app/app2: ready -> drain")
+    res = ctl_run(haproxy, "drain", "app1")
+    assert (res.returncode, res.stdout.strip()) == (0, "be_app/app1: ready -> drain")
+    for name in ("app1", "app2"):
+        assert ctl_run(haproxy, "ready", name).returncode == 0
+    assert ctl_run(haproxy, "wait-up", "app1", "--timeout", "10").returncode == 0
+
+
+def test_drain_keep_last_drains_while_another_server_serves():
+    # Both in rotation: app1 drains; then app2 is the last one in rotation and stays.
+    servers = {"app1": ctl.Server("app1", "ready", "UP", "L7OK/200", 0, 0, 0, 1, ""),
+               "app2": ctl.Server("app2", "ready", "UP", "L7OK/200", 0, 0, 0, 1, "")}
+
+    class Api(ctl.RuntimeApi):
+        def servers(self):
+            return servers
+
+        def set_state(self, name, state):
+            servers[name].admin = state
+
+    args = ctl.build_parser().parse_args(["--backend", "be_app", "--socket", "x", "drain", "--keep-last", "app1"])
+    assert ctl.cmd_set_state(Api("x", "be_app"), args) == 0
+    assert servers["app1"].admin == "drain"
+    # app1 drained, app2 is now the last one in rotation: kept.
+    args = ctl.build_parser().parse_args(["--backend", "be_app", "--socket", "x", "drain", "--keep-last", "app2"])
+    assert ctl.cmd_set_state(Api("x", "be_app"), args) == 0
+    assert servers["app2"].admin == "ready"
+
+
+def test_real_wait_drained_on_a_server_in_rotation_returns_at_once(haproxy):
+    assert ctl_run(haproxy, "wait-up", "app1", "--timeout", "10").returncode == 0
+    res = ctl_run(haproxy, "wait-drained", "app1", "--timeout", "1")
+    assert res.returncode == 0, res.stderr
+    assert "be_app/app1: in rotation, not drained: nothing to wait for" in res.stdout

@@ -8,9 +8,10 @@ app playbook, the end-to-end tests, the runbooks). Installed by roles/haproxy as
 
     ssai-haproxy status [--json]             servers: admin state, status, check, sessions
     ssai-haproxy drain app1                  set server <backend>/app1 state drain
+    ssai-haproxy drain --keep-last app1      ... unless app1 is the only server in rotation
     ssai-haproxy ready app1                  ... state ready (out of drain or maintenance)
     ssai-haproxy maint app1                  ... state maint
-    ssai-haproxy wait-drained app1 --timeout 60   until app1 has 0 current sessions
+    ssai-haproxy wait-drained app1 --timeout 60   until app1 (drained) has 0 current sessions
     ssai-haproxy wait-up app1 --timeout 90        until the health check reports app1 UP
     ssai-haproxy api show table st_login     any other runtime API command, answer printed as is
 
@@ -36,6 +37,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_API = 3
 EXIT_TIMEOUT = 4
+
+# What `drain --keep-last` prints when it leaves the server in rotation.
+KEPT = "kept in rotation"
 
 # srv_admin_state bits of `show servers state` (HAProxy management guide).
 ADMIN_MAINT = 0x01 | 0x02 | 0x04 | 0x20 | 0x40  # forced, inherited, config, DNS, hostname
@@ -182,12 +186,26 @@ def _missing(api: RuntimeApi, name: str) -> int:
     return 0
 
 
+def in_rotation(server: Server) -> bool:
+    """The server gets new requests: ready, and its health check says UP."""
+    return server.admin == "ready" and server.up
+
+
 def cmd_set_state(api: RuntimeApi, args: argparse.Namespace) -> int:
-    server = api.server(args.server, args.missing_ok)
+    servers = api.servers()
+    server = servers.get(args.server)
     if server is None:
+        api.server(args.server, args.missing_ok)  # raises with the known servers unless --missing-ok
         return _missing(api, args.server)
     if server.admin == args.command:
         print(f"{api.backend}/{server.name}: already {args.command}")
+        return 0
+    others = [s for s in servers.values() if s.name != server.name]
+    if getattr(args, "keep_last", False) and in_rotation(server) and not any(in_rotation(s) for s in others):
+        # Draining the only server that serves turns every request into a 503;
+        # a graceful reload of a server left in rotation loses none.
+        states = ", ".join(f"{s.name} {s.admin}/{s.status}" for s in others) or "none"
+        print(f"{api.backend}/{server.name}: the only server in rotation (others: {states}): {KEPT}")
         return 0
     api.set_state(server.name, args.command)
     # "->" marks a change (the app playbook's changed_when reads it).
@@ -213,6 +231,13 @@ def _wait(api: RuntimeApi, args: argparse.Namespace, what: str, done) -> int:
 
 
 def cmd_wait_drained(api: RuntimeApi, args: argparse.Namespace) -> int:
+    server = api.server(args.server, args.missing_ok)
+    if server is None:
+        return _missing(api, args.server)
+    if server.admin == "ready":
+        # Not drained (drain --keep-last kept it): its sessions never reach 0.
+        print(f"{api.backend}/{server.name}: in rotation, not drained: nothing to wait for ({server.describe()})")
+        return 0
     return _wait(api, args, "drained (0 sessions)", lambda s: s.sessions == 0)
 
 
@@ -266,8 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="the backend's servers: admin state, status, check, current sessions")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
-    for state, text in (("drain", "no new sessions for the server (state drain)"),
-                        ("ready", "back into rotation, out of drain or maintenance (state ready)"),
+    drain = sub.add_parser("drain", parents=[server], help="no new sessions for the server (state drain)")
+    drain.add_argument("--keep-last", action="store_true",
+                       help=f"leave the server in rotation when no other server is ready and UP; prints '{KEPT}'")
+    drain.set_defaults(func=cmd_set_state)
+    for state, text in (("ready", "back into rotation, out of drain or maintenance (state ready)"),
                         ("maint", "out of rotation and health checks (state maint)")):
         sub.add_parser(state, parents=[server], help=text).set_defaults(func=cmd_set_state)
     sub.add_parser("wait-drained", parents=[server, waiting],
