@@ -5,14 +5,17 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import time
 
 from .settings import (
     BOOT_TIMEOUT,
+    EDGE_CERT_BACKUP,
     GROUP_ORDER,
     LAB_NAME,
     LABEL,
     NETWORK,
+    REPO,
     SSH_KEY,
     SSH_OPTS,
     STATE_DIR,
@@ -50,6 +53,14 @@ def lab_owner():
         return hashlib.sha256(f.read().split(b" ")[1]).hexdigest()[:16]
 
 
+def forget_edge_certificates():
+    """A new Pebble (lab services host) has a new root: the saved edge certificates
+    were issued by the old one."""
+    if os.path.isdir(EDGE_CERT_BACKUP):
+        shutil.rmtree(EDGE_CERT_BACKUP)
+        log(f"removed {os.path.relpath(EDGE_CERT_BACKUP, REPO)} (issued by the lab's previous Pebble)")
+
+
 def ensure_container(spec, ref, distro):
     name = cname(spec["name"])
     recipe = ref.split(":")[1]
@@ -78,6 +89,8 @@ def ensure_container(spec, ref, distro):
             return "started"
         else:
             return "kept"
+    if spec["group"] == "labsvc":
+        forget_edge_certificates()
     docker("run", "-d", "--name", name, "--hostname", spec["name"],
            "--network", NETWORK, "--ip", spec["ip"], "--network-alias", spec["name"],
            "--label", f"{LABEL}={LAB_NAME}", "--label", f"ssai.lab.host={spec['name']}",

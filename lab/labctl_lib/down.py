@@ -5,7 +5,7 @@ import os
 import shutil
 
 from .cache import lab_gateways, stop_cache
-from .containers import lab_lock
+from .containers import forget_edge_certificates, lab_lock
 from .engine import docker_ok
 from .images import _image_refs
 from .settings import GENERATED_MARK, INVENTORY, KEY_DIR, LAB_NAME, LABEL, NETWORK, REPO, STATE_DIR, VAULT
@@ -36,6 +36,7 @@ def _down():
     if ids:
         log(f"removing {len(ids)} lab container(s)")
         docker("rm", "-f", "-v", *ids)
+        forget_edge_certificates()
     for net in docker("network", "ls", "-q", "--filter", f"label={LABEL}={LAB_NAME}").stdout.split():
         log(f"removing network {NETWORK}")
         docker("network", "rm", net)

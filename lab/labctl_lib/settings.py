@@ -35,6 +35,11 @@ CACHE_PORT = int(os.environ.get("LAB_APT_CACHE_PORT", "3142"))
 KEY_DIR = os.path.join(REPO, ".lab")
 SSH_KEY = os.path.join(KEY_DIR, "id_ed25519")
 VAULT_PASS = os.path.join(KEY_DIR, "vault-pass")
+# The edge hosts' /etc/letsencrypt saved by playbooks/state-backup.yml
+# (state_backup_dir in inventories/lab/group_vars/all): issued by the lab's
+# Pebble, whose root is new each time its host is created, so labctl forgets
+# them with that host (a rebuilt edge would restore a certificate nobody trusts).
+EDGE_CERT_BACKUP = os.path.join(KEY_DIR, "state-backup", "letsencrypt")
 INV_DIR = os.path.join(REPO, "inventories", "lab")
 # The default lab writes hosts.yml; a second lab on the same machine (own LAB_NAME and
 # LAB_SUBNET, e.g. to test one tier alone) writes hosts-<LAB_NAME>.yml beside it, so

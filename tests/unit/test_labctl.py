@@ -15,7 +15,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 LABCTL = REPO / "lab" / "labctl"
 sys.path.insert(0, str(REPO / "lab"))
 
-from labctl_lib import inventory, settings, util
+from labctl_lib import containers, inventory, settings, util
 
 COMMANDS = ["engine", "cache", "images", "up", "add", "start", "stop", "remove", "inventory",
             "status", "info", "secret", "ssh", "exec", "down", "purge"]
@@ -84,3 +84,20 @@ def test_inventory_has_every_group(tmp_path, monkeypatch):
     assert data["children"]["app"]["hosts"] == {}
     assert data["vars"]["common_apt_proxy"] == "http://192.0.2.1:3142"
     assert data["vars"]["lab_vip"] == str(settings.VIP)
+
+
+def test_a_new_pebble_forgets_the_saved_edge_certificates(tmp_path, monkeypatch):
+    """The lab's state backup of the edges' /etc/letsencrypt was issued by the Pebble
+    of the lab services host; a new one has a new root, so the copies go with it
+    (else a rebuilt edge restores a certificate the tests cannot verify)."""
+    saved = tmp_path / ".lab" / "state-backup" / "letsencrypt"
+    saved.mkdir(parents=True)
+    (saved / "edge1.tar.gz.vault").write_text("x")
+    archive = saved.parent / "socialsphere-state-20261202T000000Z.tar.gz.vault"
+    archive.write_text("x")
+    monkeypatch.setattr(containers, "EDGE_CERT_BACKUP", str(saved))
+    monkeypatch.setattr(containers, "REPO", str(tmp_path))
+    containers.forget_edge_certificates()
+    assert not saved.exists() and archive.exists()
+    containers.forget_edge_certificates()  # nothing saved: nothing to do
+    assert settings.EDGE_CERT_BACKUP == os.path.join(settings.KEY_DIR, "state-backup", "letsencrypt")
