@@ -1,0 +1,102 @@
+"""A database host's disk fills with WAL: the drill behind docs/runbooks/db-disk-full.md.
+
+The replica's PostgreSQL stops (a broken replica); its replication slot on the
+primary keeps every WAL segment from then on, so pg_wal grows with each write.
+The drill runs the runbook's commands: the query that names the slot and how much
+WAL it holds, dropping the slot (the emergency that frees the disk), CHECKPOINT,
+then the replica back and `playbooks/db.yml`, which creates the slot again; the
+replica catches up from the pgBackRest archive (restore_command) and streams.
+Prints the WAL held, the space freed and the time to streaming again; no row lost.
+Run: pytest -s tests/e2e/test_db_wal_retention.py (make test-drills)."""
+import pathlib
+import sys
+import time
+import uuid
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import db_support  # noqa: E402
+
+# The runbook's query (docs/runbooks/db-disk-full.md), word for word.
+SLOTS = ("SELECT slot_name, active, wal_status, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) "
+         "FROM pg_replication_slots")
+SEGMENTS = 8  # WAL segments written while the replica is down (16 MB each)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = db_support.Cluster()
+    if len(c.db) < 2 or not c.backup:
+        pytest.skip("needs two db hosts and a backup host in the inventory")
+    return c
+
+
+def _slots(cluster, host):
+    rows = {}
+    for line in cluster.psql(host, SLOTS).splitlines():
+        name, active, status, held = line.split("|")
+        rows[name] = {"active": active == "t", "wal_status": status, "held": int(float(held or 0))}
+    return rows
+
+
+def _pg_wal_bytes(cluster, host, version):
+    out = cluster.run(host, f"du -sb /var/lib/postgresql/{version}/main/pg_wal", check=True).stdout
+    return int(out.split()[0])
+
+
+def test_a_slot_of_a_stopped_replica_holds_wal_until_dropped_then_the_replica_catches_up(cluster):
+    primary = cluster.primary()
+    assert primary, "no primary answers"
+    replica = next(h for h in cluster.db if h != primary)
+    version = cluster.version(primary)
+    unit = f"postgresql@{version}-main.service"
+    cluster.wait_streaming(primary, replica)
+    slot = replica.lower()
+    assert _slots(cluster, primary)[slot]["active"]
+    figures = {}
+
+    cluster.run(replica, f"systemctl stop {unit}", check=True)
+    marker = uuid.uuid4().hex
+    try:
+        cluster.psql(primary, "SET ROLE socialsphere_owner; CREATE TABLE IF NOT EXISTS e2e_wal (v text, pad text)",
+                     db="socialsphere")
+        wal_before = _pg_wal_bytes(cluster, primary, version)
+        for i in range(SEGMENTS):
+            cluster.psql(primary, f"INSERT INTO e2e_wal SELECT '{marker}-{i}', repeat('x', 1000) "
+                                  "FROM generate_series(1, 2000); SELECT pg_switch_wal()", db="socialsphere")
+        cluster.psql(primary, "CHECKPOINT")
+        held = _slots(cluster, primary)[slot]
+        figures["wal_held_mb"] = round(held["held"] / 2**20)
+        figures["pg_wal_mb_before_drop"] = round(_pg_wal_bytes(cluster, primary, version) / 2**20)
+        assert not held["active"], held
+        assert held["held"] >= SEGMENTS * 16 * 2**20 * 0.9, f"slot {slot} holds only {held}"
+        assert _pg_wal_bytes(cluster, primary, version) > wal_before
+
+        # The emergency: drop the slot, then CHECKPOINT removes (recycles) what it held.
+        started = time.monotonic()
+        cluster.psql(primary, f"SELECT pg_drop_replication_slot('{slot}')")
+        cluster.psql(primary, "CHECKPOINT")
+        cluster.psql(primary, "CHECKPOINT")
+        figures["pg_wal_mb_after_drop"] = round(_pg_wal_bytes(cluster, primary, version) / 2**20)
+        assert slot not in _slots(cluster, primary)
+        assert figures["pg_wal_mb_after_drop"] < figures["pg_wal_mb_before_drop"] - SEGMENTS * 16 / 2, figures
+    finally:
+        cluster.run(replica, f"systemctl start {unit}", check=True)
+
+    # The replica back: db.yml creates the slot again; what the primary no longer
+    # has, the replica reads from the archive, then it streams.
+    converge = cluster.playbook("db.yml")
+    figures["db_yml_s"] = round(converge.elapsed)
+    cluster.wait_streaming(primary, replica, timeout=300)
+    figures["back_streaming_s"] = round(time.monotonic() - started)
+    assert _slots(cluster, primary)[slot]["active"]
+    expected = cluster.psql(primary, f"SELECT count(*) FROM e2e_wal WHERE v LIKE '{marker}-%'", db="socialsphere")
+    for _ in range(60):
+        got = cluster.psql(replica, f"SELECT count(*) FROM e2e_wal WHERE v LIKE '{marker}-%'", db="socialsphere")
+        if got == expected:
+            break
+        time.sleep(1)
+    assert got == expected == str(SEGMENTS * 2000), (got, expected)
+    cluster.psql(primary, "DROP TABLE e2e_wal", db="socialsphere")
+    print(f"\nWAL retention drill ({primary} primary, {replica} stopped): {figures}; rows lost 0")
