@@ -14,6 +14,10 @@ Jinja filters (``ansible.cfg``: ``filter_plugins = plugins/filter``; Molecule se
   hosts' Gunicorn port).
 - ``'35s' | ssai_haproxy_seconds``: an HAProxy time in seconds (preflight compares
   HAProxy's and Gunicorn's timeouts).
+- ``'time' | ssai_pgbackrest_restore_options(target, repo)``: the recovery options of a
+  ``pgbackrest restore`` (type, target, target action, repository), the same for a
+  scratch restore (playbooks/db-restore.yml) and an in-place one (roles/postgresql
+  ``tasks_from: restore``: db-restore.yml, rebuild-db-tier.yml).
 
 The plain functions below are importable without Ansible (``fabfile.py`` and the tests
 import this file by path).
@@ -114,6 +118,35 @@ def haproxy_seconds(value) -> float:
     return int(number) * _HAPROXY_UNITS[unit]
 
 
+RECOVERY_TYPES = ("default", "time", "name", "immediate")
+
+
+def pgbackrest_restore_options(recovery_type: str, target: str = "", repo=0) -> list[str]:
+    """Options of `pgbackrest restore` for a recovery type (default: the end of the
+    archived WAL; time: a timestamp; name: a restore point; immediate: the end of the
+    backup), its target and the repository (0 or empty: pgBackRest picks the first
+    that holds a backup for the target). A target other than the end of the WAL
+    promotes when it is reached (a default recovery promotes at the end of the WAL)."""
+    recovery_type = str(recovery_type)
+    if recovery_type not in RECOVERY_TYPES:
+        raise ValueError(f"the recovery type is one of {', '.join(RECOVERY_TYPES)}, not {recovery_type!r}")
+    target = "" if target is None else str(target).strip()
+    if recovery_type in ("time", "name") and not target:
+        raise ValueError(f"a recovery of type {recovery_type} needs a target "
+                         "(a timestamp with time zone, or a restore point's name)")
+    repo_text = "" if repo is None else str(repo).strip()
+    if repo_text and (not repo_text.isdigit() or int(repo_text) < 0):
+        raise ValueError(f"the repository is a number (1, 2, ...; 0: pgBackRest picks), not {repo!r}")
+    options = [f"--type={recovery_type}"]
+    if recovery_type in ("time", "name"):
+        options.append(f"--target={target}")
+    if recovery_type != "default":
+        options.append("--target-action=promote")
+    if repo_text and int(repo_text) > 0:
+        options.append(f"--repo={int(repo_text)}")
+    return options
+
+
 def _filter_error(func):
     def wrapper(*args, **kwargs):
         from ansible.errors import AnsibleFilterError
@@ -152,6 +185,12 @@ def ssai_haproxy_seconds(value):
     return haproxy_seconds(value)
 
 
+@_filter_error
+def ssai_pgbackrest_restore_options(recovery_type, target="", repo=0):
+    """`db_restore_type | ssai_pgbackrest_restore_options(db_restore_target, db_restore_repo)`."""
+    return pgbackrest_restore_options(recovery_type, target, repo)
+
+
 class FilterModule:
     """Ansible filter plugin entry point."""
 
@@ -161,4 +200,5 @@ class FilterModule:
             "ssai_postgresql_role_hosts": ssai_postgresql_role_hosts,
             "ssai_role_var": ssai_role_var,
             "ssai_haproxy_seconds": ssai_haproxy_seconds,
+            "ssai_pgbackrest_restore_options": ssai_pgbackrest_restore_options,
         }

@@ -179,3 +179,30 @@ def test_haproxy_seconds():
     assert ssai_facts.haproxy_seconds("30000") == 30
     with pytest.raises(ValueError):
         ssai_facts.haproxy_seconds("35 sec")
+
+
+# ---------------------------------------------------------------- pgBackRest restore options
+@pytest.mark.parametrize(("args", "expected"), [
+    (("default",), ["--type=default"]),
+    (("default", "", 2), ["--type=default", "--repo=2"]),
+    (("immediate", "", "0"), ["--type=immediate", "--target-action=promote"]),
+    (("time", "2026-11-25 00:40:00+00", ""),
+     ["--type=time", "--target=2026-11-25 00:40:00+00", "--target-action=promote"]),
+    (("name", "before_42", 1), ["--type=name", "--target=before_42", "--target-action=promote", "--repo=1"]),
+])
+def test_pgbackrest_restore_options(args, expected):
+    assert ssai_facts.pgbackrest_restore_options(*args) == expected
+
+
+@pytest.mark.parametrize("args", [("latest",), ("time", ""), ("name", None), ("default", "", "two"),
+                                  ("default", "", -1)])
+def test_pgbackrest_restore_options_refuse_what_pgbackrest_would_misread(args):
+    with pytest.raises(ValueError):
+        ssai_facts.pgbackrest_restore_options(*args)
+
+
+def test_the_restore_options_have_one_source():
+    """db-restore.yml and the postgresql role build pgBackRest's recovery options only
+    through the filter (a copy of the type/target logic in YAML would drift)."""
+    copies = [p for p in CODE if re.search(r"--target-action=promote", p.read_text(encoding="utf-8"))]
+    assert not copies, copies
