@@ -117,7 +117,8 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # patch of the held packages, rolling release, scale-out, SSH lock-out, a
 # backup host destroyed and replaced, an app host and the VIP's edge host destroyed
 # and replaced under load, a replica's slot filling the primary's pg_wal,
-# about 65 min together, and the JWT signing
+# about 65 min together; the whole database tier destroyed and rebuilt from
+# the backups (test_dr_db_tier_rebuilt.py); and the JWT signing
 # key rotation, about 25 min, most of it the wait for the old key's tokens to
 # expire) run with `make test-drills`.
 E2E_CI := tests/lab tests/e2e/test_00_idempotence.py \

@@ -186,6 +186,38 @@ class Cluster:
                 "&connect_timeout=2")
 
 
+# --- the repositories (the disaster drills: test_dr_backup_host_lost.py, test_dr_db_tier_rebuilt.py) ---
+def repo_of(cluster, host):
+    """The pgBackRest repository number of a backup host."""
+    return int(cluster.var(host, "pgbackrest_repo", cluster.backup.index(host) + 1))
+
+
+def repo_info(cluster, host):
+    """`pgbackrest info` of the stanza in a backup host's repository (parsed JSON)."""
+    out = cluster.run(host, f"runuser -u pgbackrest -- pgbackrest --stanza={STANZA} "
+                      f"--repo={repo_of(cluster, host)} --output=json info", check=True).stdout
+    return json.loads(out)[0]
+
+
+def max_archived(info):
+    """The newest WAL segment a repository holds (from repo_info)."""
+    return max((a.get("max") or "" for a in info.get("archive", [])), default="")
+
+
+def switch_wal(cluster, primary):
+    """Switch the primary's WAL segment; the name of the segment it closed."""
+    return cluster.psql(primary, "SELECT pg_walfile_name(pg_switch_wal())")
+
+
+def wait_archived(cluster, segment, hosts=None, timeout=600):
+    """Wait until every repository (or those of `hosts`) holds WAL up to `segment`."""
+    for host in hosts or cluster.backup:
+        deadline = time.time() + timeout
+        while max_archived(repo_info(cluster, host)) < segment:
+            assert time.time() < deadline, f"{segment} never reached the repository of {host}"
+            time.sleep(3)
+
+
 # --- the failover drill (tests/e2e/test_db_failover.py, tests/bench/db-failover.sh) ---
 WRITER = pathlib.Path(__file__).resolve().parents[1] / "bench" / "db_writer.py"
 

@@ -29,6 +29,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import db_support  # noqa: E402
+from db_support import max_archived, repo_info, repo_of, switch_wal, wait_archived  # noqa: E402
 from test_app_support import destroy, labctl  # noqa: E402
 
 CHECKSUM = "SELECT count(*) || ':' || coalesce(md5(string_agg(id::text, ',' ORDER BY id)), '') FROM {table}"
@@ -42,26 +43,8 @@ def cluster():
     return c
 
 
-def repo_of(cluster, host):
-    return int(cluster.var(host, "pgbackrest_repo", cluster.backup.index(host) + 1))
-
-
-def repo_info(cluster, host):
-    out = cluster.run(host, f"runuser -u pgbackrest -- pgbackrest --stanza={db_support.STANZA} "
-                      f"--repo={repo_of(cluster, host)} --output=json info", check=True).stdout
-    return json.loads(out)[0]
-
-
-def max_archived(info):
-    return max((a.get("max") or "" for a in info.get("archive", [])), default="")
-
-
 def archiver(cluster, primary):
     return cluster.psql(primary, "SELECT archived_count || ' ' || failed_count FROM pg_stat_archiver").split()
-
-
-def switch_wal(cluster, primary):
-    return cluster.psql(primary, "SELECT pg_walfile_name(pg_switch_wal())")
 
 
 def test_backup_host_lost_while_writes_continue(cluster, lab_inventory):
@@ -130,11 +113,7 @@ def test_backup_host_lost_while_writes_continue(cluster, lab_inventory):
     expected = cluster.psql(primary, CHECKSUM.format(table=table), db="socialsphere")
     present = {int(x) for x in cluster.psql(primary, f"SELECT id FROM {table}", db="socialsphere").split()}
     assert not [i for i, _ in acks if i not in present], "an acknowledged write is missing on the primary"
-    for host in (other, lost):
-        deadline = time.time() + 600
-        while max_archived(repo_info(cluster, host)) < final:
-            assert time.time() < deadline, f"{final} never reached the repository of {host}"
-            time.sleep(3)
+    wait_archived(cluster, final, hosts=(other, lost))
 
     for host in (other, lost):
         repo = repo_of(cluster, host)
