@@ -5,8 +5,8 @@
 # again (must report changed=0). Prints RTO and lost acknowledged writes per
 # run and, with several runs, the medians per mode.
 #   tests/bench/db-failover.sh [async|sync|both] [RUNS]     (default: both 1)
-# Target: DB_E2E_INVENTORY (default inventories/lab/hosts.yml; the Molecule
-# db-cluster inventory works too), DB_E2E_VAULT (default .lab/vault-pass);
+# Target: LAB_INVENTORY (default inventories/lab/hosts.yml; the Molecule
+# db-cluster inventory works too), LAB_VAULT_PASS (default .lab/vault-pass);
 # DB_E2E_LOG_DIR keeps every playbook's output (add
 # ANSIBLE_CALLBACKS_ENABLED=profile_tasks for per-task times).
 # Traffic goes only to the inventory's database addresses; the writer stops by

@@ -1,10 +1,11 @@
 """Helpers for the database drills (tests/e2e/test_db_*.py, tests/bench/db-failover.sh).
 
 The drills run against any inventory with db and backup hosts:
-  DB_E2E_INVENTORY   inventory source(s), comma separated (default inventories/lab/hosts.yml);
+  LAB_INVENTORY      inventory source(s), comma separated (default inventories/lab/hosts.yml;
+                     the one variable every e2e test reads, see labutil.py);
                      the Molecule scenario's inventory works too
                      (~/.ansible/tmp/molecule.*.db-cluster/inventory after `molecule converge -s db-cluster`)
-  DB_E2E_VAULT       vault password file (default .lab/vault-pass when it exists)
+  LAB_VAULT_PASS     vault password file (default .lab/vault-pass when it exists)
   DB_E2E_LOG_DIR     optional: write every playbook's output there (<HHMMSS>-<playbook>.log)
   DB_E2E_PLAYBOOKS   optional: another playbooks/ directory (e.g. an older version, to compare)
 Hosts are reached like Ansible reaches them: `docker exec` for the docker
@@ -31,12 +32,12 @@ STANZA = "socialsphere"
 
 
 def _sources():
-    raw = os.environ.get("DB_E2E_INVENTORY", str(REPO / "inventories" / "lab" / "hosts.yml"))
+    raw = os.environ.get("LAB_INVENTORY", str(REPO / "inventories" / "lab" / "hosts.yml"))
     return [s for s in raw.split(",") if s]
 
 
 def _vault_args():
-    vault = os.environ.get("DB_E2E_VAULT", str(REPO / ".lab" / "vault-pass"))
+    vault = os.environ.get("LAB_VAULT_PASS", str(REPO / ".lab" / "vault-pass"))
     return ["--vault-password-file", vault] if os.path.exists(vault) else []
 
 
