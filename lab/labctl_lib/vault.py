@@ -39,7 +39,11 @@ VAULT_VARS = [
     ("vault_postgresql_superuser_password", lambda c: _password()),
     ("vault_postgresql_replication_password", lambda c: _password()),
     ("vault_postgresql_owner_password", lambda c: _password()),
-    ("vault_postgresql_app_password", lambda c: _password()),
+    # The app's two database login roles (socialsphere_app_a, _b): a logs in, b is idle
+    # and disabled until a rotation (scripts/db-password, docs/runbooks/rotate-secrets.md).
+    # A lab vault of an older version keeps its vault_postgresql_app_password (unused).
+    ("vault_postgresql_app_logins", lambda c: {"a": _password(), "b": ""}),
+    ("vault_postgresql_app_active_login", lambda c: "a"),
     ("vault_pgbackrest_cipher_pass", lambda c: _password(48)),
     ("vault_pgbackrest_repo2_cipher_pass", lambda c: _password(48)),
     ("vault_app_admin_password", lambda c: _password(24)),

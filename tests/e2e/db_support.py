@@ -177,10 +177,17 @@ class Cluster:
         return sum(host["changed"] for host in recap.values())
 
     # --- the app's connection -------------------------------------------------
-    def app_url(self, user="socialsphere_app"):
-        """The SQLAlchemy URL the app role builds (multi-host, read-write, verify-full)."""
-        pw_var = "postgresql_app_password" if user == "socialsphere_app" else "postgresql_owner_password"
-        password = urllib.parse.quote_plus(str(self.var(self.db[0], pw_var)))
+    def app_login(self):
+        """(user, password) of the app's active database login role (socialsphere_app_<key>)."""
+        active = str(self.var(self.db[0], "postgresql_app_active_login"))
+        return f"socialsphere_app_{active}", str(self.var(self.db[0], "postgresql_app_logins")[active])
+
+    def app_url(self, owner=False):
+        """The SQLAlchemy URL the app role builds (multi-host, read-write, verify-full), as
+        the app's active login role, or as the schema owner."""
+        user, password = ("socialsphere_owner", str(self.var(self.db[0], "postgresql_owner_password"))) if owner \
+            else self.app_login()
+        password = urllib.parse.quote_plus(password)
         hosts = "&".join(f"host={self.address(h)}:5432" for h in self.db)
         return (f"postgresql+psycopg2://{user}:{password}@/socialsphere?{hosts}"
                 f"&target_session_attrs=read-write&sslmode=verify-full&sslrootcert={self.ca_file()}"

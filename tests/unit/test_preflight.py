@@ -144,10 +144,43 @@ def test_unsupported_os_fails(inventory):
 
 
 def test_site_stops_in_preflight_before_any_change(inventory):
-    edit_yaml(inventory / "group_vars/all/vault.yml", lambda d: d.pop("vault_postgresql_app_password"))
+    edit_yaml(inventory / "group_vars/all/vault.yml", lambda d: d.pop("vault_postgresql_app_active_login"))
     rc, out = run("site.yml", inventory)
     assert rc != 0
-    assert "Variable 'vault_postgresql_app_password' is missing" in out
+    assert "Variable 'vault_postgresql_app_active_login' is missing" in out
     assert "PLAY [Check the inventory]" in out
     # No play after preflight has started.
     assert "PLAY [Configure the base system]" not in out
+
+
+def test_a_vault_with_the_one_app_password_of_an_older_version_is_told_what_to_add(inventory):
+    def legacy(d):
+        d.pop("vault_postgresql_app_logins")
+        d.pop("vault_postgresql_app_active_login")
+        d["vault_postgresql_app_password"] = "test-only-legacy-password"
+    edit_yaml(inventory / "group_vars/all/vault.yml", legacy)
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert ("The vault of app1, app2, db1, db2 has vault_postgresql_app_password (the one login role socialsphere_app "
+            "of an older version) but not vault_postgresql_app_logins and vault_postgresql_app_active_login") in out, \
+        out[-3000:]
+    assert f"scripts/db-password -i {inventory} init" in out
+    assert "test-only-legacy-password" not in out
+
+
+@pytest.mark.parametrize("logins, active, found", [
+    ({"a": "x" * 20}, "a", "found keys [a], active 'a'"),
+    ({"a": "x" * 20, "b": "", "c": ""}, "a", "found keys [a, b, c]"),
+    ({"A": "x" * 20, "b": ""}, "A", "found keys [A, b]"),
+    ({"a": "x" * 20, "b": ""}, "b", "found keys [a, b], active 'b'"),
+    ({"a": "short", "b": ""}, "a", "found keys [a, b], active 'a'"),
+    ("not-a-mapping", "a", "found keys [not a mapping]"),
+])
+def test_a_bad_shape_of_the_app_logins_is_refused(inventory, logins, active, found):
+    edit_yaml(inventory / "group_vars/all/vault.yml",
+              lambda d: d.update(vault_postgresql_app_logins=logins, vault_postgresql_app_active_login=active))
+    rc, out = run("preflight.yml", inventory)
+    assert rc != 0
+    assert "vault_postgresql_app_logins must map the app's two database login roles" in out, out[-3000:]
+    assert found in out
+    assert "x" * 20 not in out

@@ -53,11 +53,22 @@ def test_verify_full_tls_login_and_app_role_is_dml_only(db1):
             f"psql -XAtq 'host={IP} dbname=socialsphere'")
     db1.check_output(f"PGPASSWORD=molecule-owner-pw {base} -U socialsphere_owner "
                      "-c 'CREATE TABLE IF NOT EXISTS t_probe (id serial primary key, v text)'")
-    out = db1.check_output(f"PGPASSWORD=molecule-app-pw {base} -U socialsphere_app "
+    out = db1.check_output(f"PGPASSWORD=molecule-app-pw-login-a {base} -U socialsphere_app_a "
                            "-c \"INSERT INTO t_probe (v) VALUES ('x') RETURNING 1\" -c 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'")
     assert out.splitlines()[-1] == "t"
-    ddl = db1.run(f"PGPASSWORD=molecule-app-pw {base} -U socialsphere_app -c 'CREATE TABLE t_nope (id int)'")
+    ddl = db1.run(f"PGPASSWORD=molecule-app-pw-login-a {base} -U socialsphere_app_a -c 'CREATE TABLE t_nope (id int)'")
     assert ddl.rc != 0 and "permission denied" in ddl.stderr
+
+
+def test_the_app_group_role_cannot_log_in_and_the_idle_login_is_disabled(db1):
+    # socialsphere_app holds the privileges (NOLOGIN); socialsphere_app_b waits for a rotation
+    roles = psql(db1, "SELECT rolname || ':' || rolcanlogin || ':' || (rolpassword IS NOT NULL) FROM pg_authid "
+                      "WHERE rolname LIKE 'socialsphere_app%' ORDER BY 1").splitlines()
+    assert roles == ["socialsphere_app:false:false", "socialsphere_app_a:true:true", "socialsphere_app_b:false:false"]
+    members = psql(db1, "SELECT string_agg(m.rolname, ',' ORDER BY m.rolname) FROM pg_auth_members am "
+                        "JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member "
+                        "WHERE g.rolname = 'socialsphere_app'")
+    assert members == "socialsphere_app_a,socialsphere_app_b"
 
 
 def test_pg_hba_rejects_unknown(db1, version):
