@@ -9,7 +9,8 @@ was executed with (/proc/<MainPID>/environ, which later changes made by the
 process do not alter) and when that process started. Run as root.
 
 It prints no secret: the JWT key *ids* (never the keys), the active key id, the
-access-token lifetime, the process start time, the environment file's mtime,
+access-token lifetime, the database user of the process and of the environment file
+(the user name only, never the password), the process start time, the environment file's mtime,
 this host's clock and the release `current` points to. Used by the
 socialsphere_app role (tasks_from: running; check_activation restarts a Gunicorn
 older than its environment file) and by playbooks/rotate-secrets.yml.
@@ -19,6 +20,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 
 # The app's default (app/socialsphere/config.py: SOCIALSPHERE_ACCESS_TOKEN_TTL).
 DEFAULT_ACCESS_TTL = 900
@@ -49,11 +51,32 @@ def process_env(pid):
     return dict(e.decode("utf-8", "replace").split("=", 1) for e in entries if b"=" in e)
 
 
+def db_user(url):
+    """The user name of a database URL (never its password); '' when there is none."""
+    try:
+        return urllib.parse.unquote(urllib.parse.urlsplit(url or "").username or "")
+    except ValueError:
+        return ""
+
+
+def env_file_value(path, key):
+    """A value of the environment file (KEY='value' lines, as the role writes it)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                name, sep, value = line.strip().partition("=")
+                if sep and name == key:
+                    return value.strip("'\"")
+    except OSError:
+        pass
+    return ""
+
+
 def main():
     env_file, unit, root = sys.argv[1:4]
     state = {"unit": unit, "now": time.time(), "running": False, "pid": 0, "started": None,
              "env_mtime": None, "env_stale": False, "jwt_kids": [], "jwt_active_kid": "",
-             "access_ttl": DEFAULT_ACCESS_TTL, "release": "", "error": ""}
+             "access_ttl": DEFAULT_ACCESS_TTL, "release": "", "db_user": "", "env_db_user": "", "error": ""}
     try:
         state["release"] = os.path.basename(os.readlink(os.path.join(root, "current")))
     except OSError:
@@ -62,6 +85,8 @@ def main():
         state["env_mtime"] = os.stat(env_file).st_mtime
     except OSError:
         pass
+    # What the worker timers' next runs use (they read the file at each start).
+    state["env_db_user"] = db_user(env_file_value(env_file, "SOCIALSPHERE_DATABASE_URL"))
     pid = main_pid(unit)
     if pid:
         try:
@@ -73,6 +98,7 @@ def main():
             state.update(running=True, pid=pid, started=started)
             state["env_stale"] = state["env_mtime"] is not None and state["env_mtime"] > started
             state["jwt_active_kid"] = env.get("SOCIALSPHERE_JWT_ACTIVE_KID", "")
+            state["db_user"] = db_user(env.get("SOCIALSPHERE_DATABASE_URL"))
             try:
                 keys = json.loads(env.get("SOCIALSPHERE_JWT_KEYS") or "{}")
                 state["jwt_kids"] = sorted(keys) if isinstance(keys, dict) else []
