@@ -131,6 +131,11 @@ CASES = {
     "prepare again": case("prepare", target("a"), {"app1": host(A), "app2": host(A)}, roles(b=True)),
     "prepare without a new password": case("prepare", target("a", ["b"]), {"app1": host(A), "app2": host(A)}, roles()),
     "prepare a login in use": case("prepare", target("b"), {"app1": host(B), "app2": host(A)}, roles(b=True)),
+    "prepare the active login no host uses yet": case("prepare", target("b"), {"app1": host(A), "app2": host(A)},
+                                                      roles()),
+    "prepare the first login of an older version's inventory": case("prepare", target("a", ["b"]),
+                                                                    {"app1": host(OLD), "app2": host(OLD)},
+                                                                    roles(group=True, a=False)),
     "prepare a login an environment file names": case("prepare", target("a"), {"app1": host(A), "app2": host(A, B)},
                                                       roles(b=True)),
     "prepare a login somebody else uses": case("prepare", target("a"), {"app1": host(A), "app2": host(A)},
@@ -193,6 +198,12 @@ def test_prepare_sets_the_idle_login_and_moves_no_host(checked):
     assert plan(checked, "prepare") == {"phase": "prepare", "needed": False, "hosts_to_change": [], "set": "b",
                                         "retiring": []}
     assert plan(checked, "prepare again")["set"] == "b"
+
+
+def test_prepare_sets_the_active_login_while_no_host_uses_it_yet(checked):
+    # a switch refused because the database did not accept the password: prepare it again
+    assert plan(checked, "prepare the active login no host uses yet")["set"] == "b"
+    assert plan(checked, "prepare the first login of an older version's inventory")["set"] == "a"
 
 
 def test_prepare_needs_a_new_password_in_the_vault(checked):
