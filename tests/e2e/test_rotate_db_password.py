@@ -100,7 +100,8 @@ def primary(inv: dict) -> str:
 def users_by_app_host(inv: dict) -> dict[str, dict[str, int]]:
     """{app host: {usename: connections}} of the application database on the primary."""
     out = psql(inv, primary(inv), "SELECT host(client_addr) || '|' || usename || '|' || count(*) FROM pg_stat_activity "
-                                  "WHERE datname = 'socialsphere' AND client_addr IS NOT NULL GROUP BY 1 ").stdout
+                                  "WHERE datname = 'socialsphere' AND client_addr IS NOT NULL "
+                                  "GROUP BY client_addr, usename").stdout
     by_address = {host_address(inv, h): h for h in group_hosts(inv, "app")}
     found: dict[str, dict[str, int]] = {h: {} for h in group_hosts(inv, "app")}
     for line in out.split():
