@@ -47,6 +47,18 @@ def host_address(inv: dict, host: str) -> str:
     return inv["_meta"]["hostvars"][host]["ansible_host"]
 
 
+def running_states(inv: dict) -> dict[str, dict]:
+    """What each app host's Gunicorn runs with: the role's own reader
+    (roles/socialsphere_app/files/running-state.py; key ids and user names, no secret)."""
+    script = (REPO / "roles" / "socialsphere_app" / "files" / "running-state.py").read_text()
+    states = {}
+    for host in group_hosts(inv, "app"):
+        res = lab_exec(inv, host, "python3", "-c", script, "/etc/socialsphere/socialsphere.env",
+                       "socialsphere.service", "/srv/socialsphere")
+        states[host] = json.loads(res.stdout)
+    return states
+
+
 def container(inv: dict, host: str) -> str:
     """The Docker container of a lab host."""
     return f"{lab_all_vars(inv).get('lab_name', 'ssai')}-{host}"

@@ -22,7 +22,6 @@ Prints the figures of each phase.
 """
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -39,9 +38,9 @@ from test_app_support import (
     group_hosts,
     host_address,
     lab_exec,
+    running_states,
 )
 
-STATE_SCRIPT = REPO / "roles" / "socialsphere_app" / "files" / "running-state.py"
 GROUP = "socialsphere_app"
 PHASE_MAX_SECONDS = 1800
 
@@ -76,13 +75,7 @@ def rotate(phase: str) -> tuple[int, str, float]:
 
 
 def running(inv: dict) -> dict[str, dict]:
-    """What each app host's Gunicorn runs with (the role's own reader; user names only)."""
-    states = {}
-    for host in group_hosts(inv, "app"):
-        res = lab_exec(inv, host, "python3", "-c", STATE_SCRIPT.read_text(), "/etc/socialsphere/socialsphere.env",
-                       "socialsphere.service", "/srv/socialsphere")
-        states[host] = json.loads(res.stdout)
-    return states
+    return running_states(inv)
 
 
 def psql(inv: dict, host: str, sql: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -44,10 +44,9 @@ from test_app_support import (
     assert_drained_and_up,
     group_hosts,
     lab_all_vars,
-    lab_exec,
+    running_states,
 )
 
-STATE_SCRIPT = REPO / "roles" / "socialsphere_app" / "files" / "running-state.py"
 PHASE_MAX_SECONDS = 1800  # load bound per phase (a phase takes a few minutes)
 ME = "/api/v1/auth/me"
 
@@ -78,13 +77,7 @@ def rotate(phase: str, *extra: str) -> tuple[int, str, float]:
 
 
 def running(inv: dict) -> dict[str, dict]:
-    """What each app host's Gunicorn runs with (the role's own reader; key ids only)."""
-    states = {}
-    for host in group_hosts(inv, "app"):
-        res = lab_exec(inv, host, "python3", "-c", STATE_SCRIPT.read_text(), "/etc/socialsphere/socialsphere.env",
-                       "socialsphere.service", "/srv/socialsphere")
-        states[host] = json.loads(res.stdout)
-    return states
+    return running_states(inv)
 
 
 def _segment(token: str, index: int) -> dict:
