@@ -107,6 +107,7 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # checks and the short drills (about 11 min together on an idle 2-core machine:
 # the monitoring tier (targets, probes, SSH tunnel, dashboards' queries, a request
 # found in the central journal), metrics, the lab admin's login, port scan, fail2ban ban/unban,
+# needrestart leaving the held services to the controlled patch (about 2 min),
 # replication, PITR restore drill, the restore verification of every
 # repository and its corrupted-backup drill (about 30 s), the control node's state
 # backup and its restore into a fresh clone (about 1 min), the stale-inventory
@@ -120,10 +121,10 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # about 65 min together; the whole database tier destroyed and rebuilt from
 # the backups (test_dr_db_tier_rebuilt.py); and the JWT signing
 # key rotation, about 25 min, most of it the wait for the old key's tokens to
-# expire) run with `make test-drills`.
+# expire; the app's database password rotation, about 6 min) run with `make test-drills`.
 E2E_CI := tests/lab tests/e2e/test_00_idempotence.py \
 	tests/e2e/test_monitoring.py tests/e2e/test_monitoring_dashboards.py tests/e2e/test_monitoring_logs.py \
-	tests/e2e/test_metrics.py tests/e2e/test_app_admin.py tests/e2e/test_base_ports.py tests/e2e/test_base_fail2ban.py \
+	tests/e2e/test_metrics.py tests/e2e/test_app_admin.py tests/e2e/test_base_ports.py tests/e2e/test_base_fail2ban.py tests/e2e/test_base_needrestart.py \
 	tests/e2e/test_db_replication.py tests/e2e/test_db_restore.py tests/e2e/test_db_restore_verify.py \
 	tests/e2e/test_state_backup.py tests/e2e/test_db_inventory_guard.py \
 	tests/e2e/test_edge_tls.py tests/e2e/test_edge_ratelimit.py tests/e2e/test_edge_certbot_renew.py \
