@@ -43,3 +43,32 @@ def run_playbook(inventory, playbook, *extra, vault_pass=None, env=None, timeout
     proc = subprocess.run(cmd, cwd=REPO, env=env or ansible_env(), capture_output=True, text=True,
                           timeout=timeout, check=False)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+def encrypted_vault(directory, text, password="test-vault-password"):
+    """A vault file holding `text`, encrypted with ansible-vault (the real tool) in
+    `directory`; returns (vault path, password file)."""
+    directory = pathlib.Path(directory)
+    password_file = directory / "vault-pass"
+    password_file.write_text(password + "\n")
+    path = directory / "vault.yml"
+    path.write_text(text)
+    subprocess.run([str(BIN / "ansible-vault"), "encrypt", "--vault-password-file", str(password_file), str(path)],
+                   env=ansible_env(), capture_output=True, check=True, timeout=60)
+    return path, password_file
+
+
+def vault_plaintext(path, password_file):
+    """The decrypted text of a vault file (ansible-vault view)."""
+    return subprocess.run([str(BIN / "ansible-vault"), "view", "--vault-password-file", str(password_file), str(path)],
+                          env=ansible_env(), capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def run_vault_script(script, vault, *args):
+    """One of the vault-editing scripts (scripts/jwt-keys, scripts/db-password) on a
+    vault from encrypted_vault(); returns (exit code, stdout + stderr)."""
+    path, password_file = vault
+    proc = subprocess.run([sys.executable, str(script), "--vault-file", str(path), "--vault-password-file",
+                           str(password_file), *args], env=ansible_env(), capture_output=True, text=True,
+                          timeout=120, check=False)
+    return proc.returncode, proc.stdout + proc.stderr

@@ -22,7 +22,17 @@ import time
 import pytest
 import yaml
 
-from ansible_run import BIN, REPO, ansible_env, local_env, local_os_as_supported, run_playbook
+from ansible_run import (
+    BIN,
+    REPO,
+    ansible_env,
+    encrypted_vault,
+    local_env,
+    local_os_as_supported,
+    run_playbook,
+    run_vault_script,
+    vault_plaintext,
+)
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "inventory_ok"
 CHECKS_PLAYBOOK = pathlib.Path(__file__).parent / "playbooks" / "rotate_jwt_checks.yml"
@@ -391,27 +401,15 @@ vault_last: x
 
 @pytest.fixture
 def vault(tmp_path):
-    password = tmp_path / "vault-pass"
-    password.write_text("test-vault-password\n")
-    path = tmp_path / "vault.yml"
-    path.write_text(VAULT_TEXT)
-    subprocess.run([str(BIN / "ansible-vault"), "encrypt", "--vault-password-file", str(password), str(path)],
-                   env=ansible_env(), capture_output=True, check=True, timeout=60)
-    return path, password
+    return encrypted_vault(tmp_path, VAULT_TEXT)
 
 
 def jwt_keys(vault, *args):
-    path, password = vault
-    proc = subprocess.run([sys.executable, str(JWT_KEYS), "--vault-file", str(path), "--vault-password-file",
-                           str(password), *args], env=ansible_env(), capture_output=True, text=True, timeout=120,
-                          check=False)
-    return proc.returncode, proc.stdout + proc.stderr
+    return run_vault_script(JWT_KEYS, vault, *args)
 
 
 def plaintext(vault):
-    path, password = vault
-    return subprocess.run([str(BIN / "ansible-vault"), "view", "--vault-password-file", str(password), str(path)],
-                          env=ansible_env(), capture_output=True, text=True, check=True, timeout=60).stdout
+    return vault_plaintext(*vault)
 
 
 def test_a_whole_rotation_edits_only_the_two_entries_and_prints_no_secret(vault):
