@@ -72,3 +72,29 @@ def run_vault_script(script, vault, *args):
                            str(password_file), *args], env=ansible_env(), capture_output=True, text=True,
                           timeout=120, check=False)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+def run_check_cases(directory, playbook, cases):
+    """Run a playbook of the rotation checks over made-up cases on this machine
+    (tests/unit/playbooks/rotate_*_checks.yml); returns {case: {failed, msg, plan}}."""
+    directory = pathlib.Path(directory)
+    (directory / "cases.json").write_text(json.dumps({"cases": cases, "results_file": str(directory / "results.json")}))
+    rc, out = run_playbook("localhost,", playbook, "-c", "local", "-e", f"@{directory / 'cases.json'}", timeout=300)
+    assert rc == 0, out[-4000:]
+    results = json.loads((directory / "results.json").read_text())
+    assert set(results) == set(cases), out[-2000:]
+    return results
+
+
+def case_plan(results, name):
+    """The plan of a case the checks accepted."""
+    result = results[name]
+    assert not result["failed"], result["msg"]
+    return result["plan"]
+
+
+def case_refusal(results, name):
+    """The message of a case the checks refused."""
+    result = results[name]
+    assert result["failed"], f"{name} was not refused: {result.get('plan')}"
+    return result["msg"]

@@ -26,9 +26,12 @@ from ansible_run import (
     BIN,
     REPO,
     ansible_env,
+    case_plan,
+    case_refusal,
     encrypted_vault,
     local_env,
     local_os_as_supported,
+    run_check_cases,
     run_playbook,
     run_vault_script,
     vault_plaintext,
@@ -195,25 +198,11 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("rotate_jwt_checks")
-    (tmp / "cases.json").write_text(json.dumps({"cases": CASES, "results_file": str(tmp / "results.json")}))
-    rc, out = run_playbook("localhost,", CHECKS_PLAYBOOK, "-c", "local", "-e", f"@{tmp / 'cases.json'}", timeout=300)
-    assert rc == 0, out[-4000:]
-    results = json.loads((tmp / "results.json").read_text())
-    assert set(results) == set(CASES), out[-2000:]
-    return results
+    return run_check_cases(tmp_path_factory.mktemp("rotate_jwt_checks"), CHECKS_PLAYBOOK, CASES)
 
 
-def plan(checked, name):
-    result = checked[name]
-    assert not result["failed"], result["msg"]
-    return result["plan"]
-
-
-def refusal(checked, name):
-    result = checked[name]
-    assert result["failed"], f"{name} was not refused: {result.get('plan')}"
-    return result["msg"]
+plan = case_plan
+refusal = case_refusal
 
 
 def test_add_rolls_the_new_key_out_while_the_old_one_signs(checked):
