@@ -18,6 +18,9 @@ Jinja filters (``ansible.cfg``: ``filter_plugins = plugins/filter``; Molecule se
   ``pgbackrest restore`` (type, target, target action, repository), the same for a
   scratch restore (playbooks/db-restore.yml) and an in-place one (roles/postgresql
   ``tasks_from: restore``: db-restore.yml, rebuild-db-tier.yml).
+- ``app_batch | ssai_release_batch``: the batch size of a rollout (``serial`` of
+  playbooks/app.yml's activation), a number of hosts or a percentage of the app hosts;
+  ``fab deploy --batch`` checks its argument with the same function.
 
 The plain functions below are importable without Ansible (``fabfile.py`` and the tests
 import this file by path).
@@ -147,6 +150,25 @@ def pgbackrest_restore_options(recovery_type: str, target: str = "", repo=0) -> 
     return options
 
 
+def release_batch(value) -> int | str:
+    """The batch size of a rollout, as Ansible's ``serial`` takes it: a number of hosts
+    (``2``, ``"2"`` -> 2) or a percentage of the app hosts (``"50%"``, 1 to 100). Anything
+    else (0, a negative number, ``"0%"``, ``"150%"``, words) is a ValueError naming the
+    value. Percentages round down as Ansible's do, to at least one host."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not text:
+        raise ValueError(f"the batch is a number of hosts (1, 2, ...) or a percentage of the app hosts "
+                         f"(1% to 100%), not {value!r}")
+    if text.endswith("%"):
+        number = text[:-1].strip()
+        if number.isdigit() and 1 <= int(number) <= 100:
+            return f"{int(number)}%"
+    elif text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise ValueError(f"the batch is a number of hosts (1, 2, ...) or a percentage of the app hosts "
+                     f"(1% to 100%), not {value!r}")
+
+
 def _filter_error(func):
     def wrapper(*args, **kwargs):
         from ansible.errors import AnsibleFilterError
@@ -191,6 +213,12 @@ def ssai_pgbackrest_restore_options(recovery_type, target="", repo=0):
     return pgbackrest_restore_options(recovery_type, target, repo)
 
 
+@_filter_error
+def ssai_release_batch(value):
+    """`app_batch | ssai_release_batch`."""
+    return release_batch(value)
+
+
 class FilterModule:
     """Ansible filter plugin entry point."""
 
@@ -201,4 +229,5 @@ class FilterModule:
             "ssai_role_var": ssai_role_var,
             "ssai_haproxy_seconds": ssai_haproxy_seconds,
             "ssai_pgbackrest_restore_options": ssai_pgbackrest_restore_options,
+            "ssai_release_batch": ssai_release_batch,
         }

@@ -206,3 +206,18 @@ def test_the_restore_options_have_one_source():
     through the filter (a copy of the type/target logic in YAML would drift)."""
     copies = [p for p in CODE if re.search(r"--target-action=promote", p.read_text(encoding="utf-8"))]
     assert not copies, copies
+
+
+# ---------------------------------------------------------------- release batch size
+
+
+@pytest.mark.parametrize(("value", "expected"), [(1, 1), ("2", 2), (" 3 ", 3), ("50%", "50%"), ("100%", "100%"),
+                                                 ("1%", "1%"), ("07", 7)])
+def test_release_batch_takes_a_number_or_a_percentage(value, expected):
+    assert ssai_facts.release_batch(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, "0", "-1", "0%", "101%", "150%", "2.5", "two", "", "%", None, True])
+def test_release_batch_refuses_anything_else_naming_it(value):
+    with pytest.raises(ValueError, match=r"the batch is a number of hosts \(1, 2, \.\.\.\) or a percentage"):
+        ssai_facts.release_batch(value)
