@@ -11,9 +11,12 @@ process do not alter) and when that process started. Run as root.
 It prints no secret: the JWT key *ids* (never the keys), the active key id, the
 access-token lifetime, the database user of the process and of the environment file
 (the user name only, never the password), the process start time, the environment file's mtime,
-this host's clock and the release `current` points to. Used by the
-socialsphere_app role (tasks_from: running; check_activation restarts a Gunicorn
-older than its environment file) and by playbooks/rotate-secrets.yml.
+this host's clock, the release `current` points to and the release each Gunicorn
+worker runs (`workers`: the name of each child's working directory, which
+gunicorn.conf.py sets to the release it resolved; during a reload the old workers
+still show the old one). Used by the socialsphere_app role (tasks_from: running;
+check_activation restarts a Gunicorn older than its environment file; activation
+waits until every worker runs the new release) and by playbooks/rotate-secrets.yml.
 """
 import json
 import os
@@ -72,11 +75,28 @@ def env_file_value(path, key):
     return ""
 
 
+def worker_releases(pid):
+    """The release (basename of the working directory) of each child of `pid`, sorted."""
+    releases = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])  # field 4 of proc(5)
+            if ppid == pid:
+                releases.append(os.path.basename(os.readlink(f"/proc/{entry}/cwd")))
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not readable
+            continue
+    return sorted(releases)
+
+
 def main():
     env_file, unit, root = sys.argv[1:4]
     state = {"unit": unit, "now": time.time(), "running": False, "pid": 0, "started": None,
              "env_mtime": None, "env_stale": False, "jwt_kids": [], "jwt_active_kid": "",
-             "access_ttl": DEFAULT_ACCESS_TTL, "release": "", "db_user": "", "env_db_user": "", "error": ""}
+             "access_ttl": DEFAULT_ACCESS_TTL, "release": "", "workers": [], "db_user": "", "env_db_user": "",
+             "error": ""}
     try:
         state["release"] = os.path.basename(os.readlink(os.path.join(root, "current")))
     except OSError:
@@ -95,7 +115,7 @@ def main():
         except (OSError, ValueError, IndexError, StopIteration) as exc:
             state["error"] = f"cannot read process {pid}: {type(exc).__name__}"
         else:
-            state.update(running=True, pid=pid, started=started)
+            state.update(running=True, pid=pid, started=started, workers=worker_releases(pid))
             state["env_stale"] = state["env_mtime"] is not None and state["env_mtime"] > started
             state["jwt_active_kid"] = env.get("SOCIALSPHERE_JWT_ACTIVE_KID", "")
             state["db_user"] = db_user(env.get("SOCIALSPHERE_DATABASE_URL"))
