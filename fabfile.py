@@ -1,4 +1,4 @@
-"""SocialSphere AI release tasks (Fabric 3): build, deploy (rolling), rollback, status.
+"""SocialSphere AI release tasks (Fabric 3): the operator's front end to the release playbooks.
 
 Hosts and variables come from the Ansible inventory (``ansible-inventory --list``):
 nothing is listed twice. Choose the inventory and vault password with environment
@@ -8,21 +8,23 @@ variables (defaults: the lab)::
 
     fab build                       # dist/socialsphere-<version>.tar.gz (+ .sha256)
     fab deploy                      # the checkout's version; or: fab deploy --version 1.0.0+gabcdef12
-    fab rollback                    # back to the previous release (or --version X)
-    fab status                      # release per app host, HAProxy server states
+    fab deploy --batch 2            # two app hosts at a time (or --batch 50%); default 1
+    fab rollback                    # back to the release `previous` points to (or --version X)
+    fab status                      # release per app host, workers, deploy lock, HAProxy server states
+    fab releases                    # installed releases per app host (current, previous), last deploy log lines
+    fab prune                       # remove old releases now (--keep N; never current or previous)
+    fab unlock                      # break a stale deploy lock
 
-``deploy`` installs the release on every app host and migrates the database once with
-``playbooks/app.yml -e app_activate=false`` (the same role that installs it at
-first), then switches the hosts one at a time: drain in every HAProxy
-(``ssai-haproxy drain <host>`` on each edge host, the runtime-API client of
-roles/haproxy), wait for its sessions to reach 0 (``ssai-haproxy wait-drained``),
-switch ``current`` atomically, ``systemctl reload socialsphere`` (Gunicorn HUP), wait
-until the workers run the new release and ``/readyz`` answers 200
-(``socialsphere-readyz`` on the app host, from roles/socialsphere_app),
-``ssai-haproxy ready``, wait until every HAProxy sees it UP (``ssai-haproxy wait-up``),
-next host. The first failure stops the rollout: the
-failing host goes back to the release it ran, and stays drained if that does not
-become ready either. Commands run with the deploy user's passwordless sudo.
+``deploy`` and ``rollback`` run ``playbooks/app.yml``, the playbook ``site.yml`` runs,
+so a release through Fabric or site.yml leaves the hosts identical: it takes the
+deploy lock on every app host (refused while another run holds it), installs the
+release on every app host and migrates the database once, then activates one batch
+of hosts at a time (drained in every HAProxy, configured, switched, reloaded, every
+worker on the release and /readyz 200, back in rotation), prunes old releases, writes
+a line in each host's deploy log and releases the lock. The first failing host goes
+back to the release it ran and later batches are not started. A rollback is the same
+run for an installed release, without migrations (expand/contract: the schema stays).
+docs/runbooks/release.md is the runbook.
 """
 from __future__ import annotations
 
@@ -41,21 +43,13 @@ from fabric import Connection, task
 REPO = Path(__file__).resolve().parent
 INVENTORY = os.environ.get("SSAI_INVENTORY", str(REPO / "inventories" / "lab" / "hosts.yml"))
 VAULT_PASSWORD_FILE = os.environ.get("SSAI_VAULT_PASSWORD_FILE", str(REPO / ".lab" / "vault-pass"))
-# Extra ansible-playbook arguments for the prepare step, e.g. "-e app_preflight=false".
+# Extra ansible-playbook arguments, e.g. "-e socialsphere_app_readyz_retries=10".
 PLAYBOOK_ARGS = shlex.split(os.environ.get("SSAI_PLAYBOOK_ARGS", ""))
 APP_GROUP = os.environ.get("SSAI_APP_GROUP", "app")
 EDGE_GROUP = os.environ.get("SSAI_EDGE_GROUP", "edge")
-ROOT = "/srv/socialsphere"
-# On the edge hosts: the HAProxy runtime-API client of roles/haproxy, which knows the
-# backend and the admin socket (`ssai-haproxy --help`; exit code 3: HAProxy not running).
+# On the edge hosts: the HAProxy runtime-API client of roles/haproxy (`ssai-haproxy --help`).
 HAPROXY_CTL = "/usr/local/sbin/ssai-haproxy"
-HAPROXY_NOT_RUNNING = 3
-# On the app hosts: waits for /readyz (roles/socialsphere_app).
-READYZ_CLIENT = "/usr/local/bin/socialsphere-readyz"
-# Seconds for a drained server's sessions to reach 0, and for /readyz and HAProxy's
-# health checks after a reload (SSAI_DRAIN_TIMEOUT, SSAI_READY_TIMEOUT override them).
-DRAIN_TIMEOUT = float(os.environ.get("SSAI_DRAIN_TIMEOUT", "60"))
-READY_TIMEOUT = float(os.environ.get("SSAI_READY_TIMEOUT", "90"))
+
 
 def _load_facts():
     """plugins/filter/ssai_facts.py: the facts the playbooks read through filters."""
@@ -68,21 +62,28 @@ def _load_facts():
 _FACTS = _load_facts()
 
 
-class DeployError(RuntimeError):
-    """A rollout step failed; the rollout stops."""
-
-
 @dataclass
 class Host:
     name: str
     address: str
     vars: dict
 
+    def role_var(self, name: str):
+        """A socialsphere_app role variable as this host sees it: the inventory's value, else
+        the role's default (the same rule as the playbooks' ssai_role_var)."""
+        return _FACTS.role_var(self.name, {self.name: self.vars}, name)
+
     @property
-    def app_port(self) -> int:
-        """Gunicorn's port: the inventory's socialsphere_app_port, else the role's default
-        (the same rule as edge.yml's HAProxy backend and scale-out.yml's readiness check)."""
-        return int(_FACTS.role_var(self.name, {self.name: self.vars}, "socialsphere_app_port"))
+    def root(self) -> str:
+        return str(self.role_var("socialsphere_app_root"))
+
+    @property
+    def lock(self) -> str:
+        return str(self.role_var("socialsphere_app_deploy_lock"))
+
+    @property
+    def log(self) -> str:
+        return str(self.role_var("socialsphere_app_deploy_log"))
 
     def connect(self) -> Connection:
         user = self.vars.get("ansible_user")
@@ -97,18 +98,22 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def inventory() -> dict:
-    """``ansible-inventory --list`` of SSAI_INVENTORY (vault decrypted with SSAI_VAULT_PASSWORD_FILE)."""
-    cmd = [_tool("ansible-inventory"), "-i", INVENTORY, "--list"]
-    if VAULT_PASSWORD_FILE and Path(VAULT_PASSWORD_FILE).is_file():
-        cmd += ["--vault-password-file", VAULT_PASSWORD_FILE]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
-    return json.loads(out)
-
-
 def _tool(name: str) -> str:
     local = REPO / ".venv" / "bin" / name
     return str(local) if local.exists() else name
+
+
+def _vault_args() -> list[str]:
+    if VAULT_PASSWORD_FILE and Path(VAULT_PASSWORD_FILE).is_file():
+        return ["--vault-password-file", VAULT_PASSWORD_FILE]
+    return []
+
+
+def inventory() -> dict:
+    """``ansible-inventory --list`` of SSAI_INVENTORY (vault decrypted with SSAI_VAULT_PASSWORD_FILE)."""
+    cmd = [_tool("ansible-inventory"), "-i", INVENTORY, "--list", *_vault_args()]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
+    return json.loads(out)
 
 
 def hosts_of(inv: dict, group: str) -> list[Host]:
@@ -122,82 +127,163 @@ def checkout_version() -> str:
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
+# ---------------------------------------------------------------- arguments
+def parse_batch(batch) -> int | str:
+    """--batch: a number of hosts or a percentage of the app hosts (app.yml's serial), checked
+    by the function the playbook uses (ssai_release_batch)."""
+    try:
+        return _FACTS.release_batch(batch)
+    except ValueError as exc:
+        raise SystemExit(f"--batch: {exc}") from None
+
+
+def deploy_version(version: str | None, checkout=checkout_version) -> str:
+    """The release to deploy: --version, else the checkout's (scripts/build-release --print-version)."""
+    version = (version or "").strip()
+    return version or checkout()
+
+
+def rollback_target(states: dict[str, dict]) -> str:
+    """The release a rollback goes back to, from each app host's state (``current``,
+    ``previous``: the release its links point to; ``releases``: its complete releases,
+    newest first): the release ``previous`` points to (else the newest one other than
+    ``current``), the same on every host and installed everywhere; SystemExit otherwise."""
+    if not states:
+        raise SystemExit("no app hosts in the inventory")
+    targets = {}
+    for host, state in states.items():
+        current, installed = state.get("current", ""), state.get("releases", [])
+        target = state.get("previous") or next((r for r in installed if r != current), "")
+        if not target or target == current:
+            raise SystemExit(f"{host}: no release to roll back to (current: {current or 'none'}; installed: "
+                             f"{', '.join(installed) or 'none'}): name one with fab rollback --version <version>")
+        targets[host] = target
+    if len(set(targets.values())) > 1:
+        listed = ", ".join(f"{h}: {t}" for h, t in targets.items())
+        raise SystemExit(f"the app hosts would go back to different releases ({listed}): "
+                         "name one with fab rollback --version <version>")
+    target = next(iter(targets.values()))
+    missing = [h for h, s in states.items() if target not in s.get("releases", [])]
+    if missing:
+        raise SystemExit(f"{target} is not installed on {', '.join(missing)} (pruned?): "
+                         f"fab rollback --version {target} installs it again from dist/ if the artifact is there")
+    return target
+
+
+def fab_command(argv: list[str] | None = None) -> str:
+    """This Fabric command line, for the deploy lock and the deploy log."""
+    argv = sys.argv if argv is None else argv
+    return shlex.join(["fab", *argv[1:]])
+
+
+def playbook_command(playbook: str, extra_vars: dict) -> list[str]:
+    """ansible-playbook on SSAI_INVENTORY with the extra variables as one JSON argument
+    (values with spaces, such as the command line, stay whole), then SSAI_PLAYBOOK_ARGS."""
+    return [_tool("ansible-playbook"), "-i", INVENTORY, f"playbooks/{playbook}", "-e",
+            json.dumps(extra_vars, sort_keys=True), *_vault_args(), *PLAYBOOK_ARGS]
+
+
+def run_playbook(playbook: str, extra_vars: dict, what: str) -> None:
+    cmd = playbook_command(playbook, extra_vars)
+    _log(f"{what}: " + shlex.join(cmd))
+    res = subprocess.run(cmd, cwd=REPO, check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"{what} failed (ansible-playbook exit {res.returncode}): see its last task above; "
+                         "`fab status` and `fab releases` show where each host is (docs/runbooks/release.md)")
+    _log(f"{what}: done")
+
+
+def release_extra_vars(version: str, batch, kind: str, command: str) -> dict:
+    """app.yml's variables for a deploy or a rollback of `version`."""
+    extra = {"socialsphere_release": version, "app_batch": str(batch), "app_deploy_kind": kind,
+             "app_deploy_command": command}
+    if kind == "rollback":
+        # An installed release: no artifact needed, and no migration (the schema stays
+        # where the newer release put it; expand/contract keeps the older code working).
+        extra.update(app_rollback=True, socialsphere_app_migrate=False)
+    return extra
+
+
+# ---------------------------------------------------------------- reading the app hosts
 def _sudo(conn: Connection, cmd: str, **kw):
     return conn.sudo(cmd, hide=True, **kw)
 
 
-# ---------------------------------------------------------------- HAProxy runtime API
-def haproxy_ctl(edge: Host, conn: Connection, *args: str) -> str:
-    """Run ssai-haproxy on an edge host (as root); its output, or DeployError with its message."""
-    res = _sudo(conn, shlex.join([HAPROXY_CTL, *args]), warn=True)
-    if not res.ok:
-        raise DeployError(f"{edge.name}: {(res.stderr or res.stdout).strip()} (exit {res.exited})")
-    return res.stdout.strip()
+def read_state(host: Host, conn: Connection, log_lines: int = 0) -> dict:
+    """The host's releases (complete ones, newest installed first, with their install
+    time), ``current``, ``previous``, the deploy lock (or None) and the last lines of the
+    deploy log."""
+    root = shlex.quote(host.root)
+    listing = _sudo(conn, f"find {root}/releases -mindepth 1 -maxdepth 1 -type d -printf '%T@ %f\\n'", warn=True)
+    pairs = (line.split(" ", 1) for line in listing.stdout.splitlines() if " " in line)
+    rows = sorted(((float(t), n) for t, n in pairs), reverse=True)
+    complete = _sudo(conn, f"sh -c 'cd {root}/releases 2>/dev/null && ls -d */venv/.complete 2>/dev/null'",
+                     warn=True).stdout.split()
+    done = {p.split("/", 1)[0] for p in complete}
+    state = {
+        "releases": [n for _, n in rows if n in done],
+        "incomplete": [n for _, n in rows if n not in done],
+        "installed": {n: t for t, n in rows},
+        "current": Path(conn.run(f"readlink {root}/current", hide=True, warn=True).stdout.strip()).name,
+        "previous": Path(conn.run(f"readlink {root}/previous", hide=True, warn=True).stdout.strip()).name,
+        "lock": None,
+        "log": [],
+    }
+    lock = _sudo(conn, f"cat {shlex.quote(host.lock)}", warn=True)
+    if lock.ok and lock.stdout.strip():
+        try:
+            state["lock"] = json.loads(lock.stdout)
+        except ValueError:
+            state["lock"] = {"who": "unknown (unreadable lock file)"}
+    if log_lines:
+        tail = _sudo(conn, f"tail -n {int(log_lines)} {shlex.quote(host.log)}", warn=True)
+        for line in tail.stdout.splitlines() if tail.ok else []:
+            try:
+                state["log"].append(json.loads(line))
+            except ValueError:
+                state["log"].append({"raw": line})
+    return state
 
 
-def haproxy_live(edge: Host, conn: Connection) -> bool:
-    """True when the edge host's HAProxy runs; False when it does not (nothing to drain there)."""
-    res = _sudo(conn, shlex.join([HAPROXY_CTL, "status"]), warn=True)
-    if res.ok:
-        return True
-    if res.exited == HAPROXY_NOT_RUNNING:
-        return False
-    raise DeployError(f"{edge.name}: `{HAPROXY_CTL} status` failed (exit {res.exited}): "
-                      f"{(res.stderr or res.stdout).strip()} (playbooks/edge.yml --tags haproxy installs it)")
+def describe_lock(lock: dict | None) -> str:
+    if not lock:
+        return "free"
+    return (f"held by {lock.get('who', '?')} since {lock.get('since', '?')} ({lock.get('command', '?')}; "
+            f"run {lock.get('id', '?')})")
 
 
-def _wait(what: str, check, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        ok, last = check()
-        if ok:
-            return last
-        time.sleep(interval)
-    raise DeployError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last})")
+def format_log_line(entry: dict) -> str:
+    if "raw" in entry:
+        return entry["raw"]
+    if entry.get("result") == "lock-broken":
+        holder = entry.get("holder") or {}
+        what = f"lock of {holder.get('who', '?')} (since {holder.get('since', '?')}) broken"
+    elif entry.get("kind") == "prune":
+        what = f"pruned {', '.join(entry.get('removed', [])) or 'nothing'}"
+    else:
+        what = f"{entry.get('from') or '(none)'} -> {entry.get('to') or '?'} {entry.get('result', '?')}"
+    message = f" ({entry['message']})" if entry.get("message") else ""
+    return (f"{entry.get('time', '?')} {entry.get('who', '?')} {entry.get('kind', '?')}: {what}{message}; "
+            f"{entry.get('command', '')}")
 
 
-def drain(edges: list[tuple[Host, Connection]], server: str) -> None:
-    # --missing-ok: a HAProxy that does not know the server has nothing to drain.
-    # --keep-last: the only server in rotation stays there (its graceful reload
-    # loses no request; a drain would answer every request with 503), and
-    # wait-drained then has nothing to wait for.
-    for edge, conn in edges:
-        _log(f"  {edge.name}: {haproxy_ctl(edge, conn, 'drain', '--missing-ok', '--keep-last', server)}")
-    for edge, conn in edges:
-        _log(f"  {edge.name}: " + haproxy_ctl(edge, conn, "wait-drained", "--missing-ok",
-                                              "--timeout", f"{DRAIN_TIMEOUT:g}", server))
-
-
-def make_ready(edges: list[tuple[Host, Connection]], server: str) -> None:
-    for edge, conn in edges:
-        _log(f"  {edge.name}: {haproxy_ctl(edge, conn, 'ready', '--missing-ok', server)}")
-    for edge, conn in edges:
-        _log(f"  {edge.name}: " + haproxy_ctl(edge, conn, "wait-up", "--missing-ok",
-                                              "--timeout", f"{READY_TIMEOUT:g}", server))
-
-
-# ---------------------------------------------------------------- app hosts
-def current_release(conn: Connection) -> str:
-    res = conn.run(f"readlink {ROOT}/current", hide=True, warn=True)
-    return Path(res.stdout.strip()).name if res.ok and res.stdout.strip() else ""
-
-
-def releases(conn: Connection) -> list[str]:
-    """Complete releases on the host, newest first."""
-    res = conn.run(f"ls -1t {ROOT}/releases", hide=True, warn=True)
-    names = res.stdout.split() if res.ok else []
-    return [n for n in names if conn.run(f"test -f {ROOT}/releases/{shlex.quote(n)}/venv/.complete",
-                                         hide=True, warn=True).ok]
-
-
-def switch(conn: Connection, version: str) -> None:
-    target = f"{ROOT}/releases/{version}"
-    _sudo(conn, f"test -f {shlex.quote(target)}/venv/.complete")
-    # New symlink + rename(2): `current` is never missing or half-written.
-    # One shell under sudo: `sudo a && b` would run b as the deploy user.
-    script = f"ln -sfn {shlex.quote(target)} {ROOT}/.current.new && mv -Tf {ROOT}/.current.new {ROOT}/current"
-    _sudo(conn, f"sh -c {shlex.quote(script)}")
+def format_releases(name: str, state: dict) -> list[str]:
+    """`fab releases` for one host: each release (newest installed first), `*` on the
+    current one, `<` on the previous one, then the last deploy log lines."""
+    lines = [f"{name}: deploy lock {describe_lock(state.get('lock'))}"]
+    for release in state["releases"] + state.get("incomplete", []):
+        mark = "*" if release == state["current"] else ("<" if release == state["previous"] else " ")
+        label = ("  (current)" if mark == "*" else "  (previous)" if mark == "<" else "") + \
+            ("  (incomplete)" if release in state.get("incomplete", []) else "")
+        stamp = state.get("installed", {}).get(release)
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(stamp)) + "Z" if stamp else ""
+        lines.append(f"  {mark} {release:40} {when}{label}")
+    if state["current"] and state["current"] not in state["releases"]:
+        lines.append(f"  * {state['current']} (current, but not a complete release!)")
+    if state.get("log"):
+        lines.append("  deploy log:")
+        lines += [f"    {format_log_line(e)}" for e in state["log"]]
+    return lines
 
 
 def worker_releases(conn: Connection) -> list[str]:
@@ -207,82 +293,6 @@ def worker_releases(conn: Connection) -> list[str]:
         return []
     res = _sudo(conn, f"sh -c 'for c in $(pgrep -P {pid}); do readlink /proc/$c/cwd; done'", warn=True)
     return [Path(p).name for p in res.stdout.split()]
-
-
-def wait_ready(host: Host, conn: Connection, version: str) -> None:
-    def workers():
-        rel = worker_releases(conn)
-        return (bool(rel) and all(r == version for r in rel)), rel
-    _wait(f"{host.name}: every Gunicorn worker on {version}", workers, READY_TIMEOUT)
-    url = f"http://{host.address}:{host.app_port}/readyz"
-    res = conn.run(shlex.join([READYZ_CLIENT, "--timeout", f"{READY_TIMEOUT:g}", url]), hide=True, warn=True)
-    if not res.ok:
-        raise DeployError(f"{host.name}: {(res.stderr or res.stdout).strip()} (exit {res.exited})")
-
-
-def restore(host: Host, conn: Connection, edges, version: str) -> None:
-    """Back to ``version`` after a failed switch. A release that crashed Gunicorn may
-    have left the service stopped or start-limited: clear that and (re)start it,
-    otherwise reload gracefully."""
-    switch(conn, version)
-    _sudo(conn, "systemctl reset-failed socialsphere.service", warn=True)
-    _sudo(conn, "systemctl reload-or-restart socialsphere.service")
-    wait_ready(host, conn, version)
-    _log(f"  {host.name}: /readyz 200 on {version}")
-    make_ready(edges, host.name)
-
-
-def activate(host: Host, conn: Connection, edges, version: str) -> None:
-    drain(edges, host.name)
-    switch(conn, version)
-    _sudo(conn, "systemctl reload socialsphere.service")
-    _log(f"  {host.name}: current -> {version}, Gunicorn reloaded (HUP)")
-    wait_ready(host, conn, version)
-    _log(f"  {host.name}: /readyz 200 on {version}")
-    make_ready(edges, host.name)
-
-
-def rolling(version: str, *, what: str) -> None:
-    inv = inventory()
-    apps = hosts_of(inv, APP_GROUP)
-    if not apps:
-        raise SystemExit(f"no hosts in group {APP_GROUP!r} of {INVENTORY}")
-    edges = []
-    for edge in hosts_of(inv, EDGE_GROUP):
-        conn = edge.connect()
-        try:
-            live = haproxy_live(edge, conn)
-        except DeployError as exc:
-            raise SystemExit(f"{what} not started: {exc}") from exc
-        if live:
-            edges.append((edge, conn))
-        else:
-            _log(f"{edge.name}: HAProxy is not running: not draining there")
-    for host in apps:
-        conn = host.connect()
-        if not conn.run(f"test -f {ROOT}/releases/{shlex.quote(version)}/venv/.complete", hide=True, warn=True).ok:
-            raise SystemExit(f"{host.name}: release {version} is not installed (fab deploy installs it)")
-    _log(f"{what} {version} on {', '.join(h.name for h in apps)}, one at a time")
-    for host in apps:
-        conn = host.connect()
-        before = current_release(conn)
-        if before == version and all(r == version for r in worker_releases(conn)):
-            _log(f"{host.name}: already on {version}")
-            continue
-        _log(f"{host.name}: {before or '(none)'} -> {version}")
-        try:
-            activate(host, conn, edges, version)
-        except Exception as exc:  # noqa: BLE001 - any failure stops the rollout
-            _log(f"{host.name}: FAILED: {exc}")
-            if before and before != version:
-                _log(f"{host.name}: back to {before}")
-                try:
-                    restore(host, conn, edges, before)
-                except Exception as exc2:  # noqa: BLE001
-                    _log(f"{host.name}: the old release is not ready either ({exc2}): left drained")
-            raise SystemExit(f"{what} stopped at {host.name}; later hosts untouched. Run `fab status`.") from exc
-        _log(f"{host.name}: done")
-    _log(f"{what} of {version} complete")
 
 
 # ---------------------------------------------------------------- tasks
@@ -297,55 +307,45 @@ def build(c, force=False, version_suffix=""):
 
 
 @task(help={"version": "release to deploy (default: the checkout's, scripts/build-release --print-version)",
-            "skip_prepare": "the release is already installed on every app host: only roll"})
-def deploy(c, version=None, skip_prepare=False):
-    """Rolling release: install everywhere + migrate once (Ansible), then drain/switch/HUP/ready host by host."""
-    version = version or checkout_version()
+            "batch": "app hosts activated at a time: a number (2) or a percentage of the app hosts (50%); default 1"})
+def deploy(c, version=None, batch="1"):
+    """Rolling release through playbooks/app.yml (as site.yml): lock, install + migrate once, activate by batch."""
+    batch = parse_batch(batch)
+    version = deploy_version(version)
     artifact = REPO / "dist" / f"socialsphere-{version}.tar.gz"
-    if not skip_prepare:
-        if not artifact.is_file():
-            raise SystemExit(f"{artifact} missing: run `fab build` first")
-        cmd = [_tool("ansible-playbook"), "-i", INVENTORY, "playbooks/app.yml",
-               "-e", f"socialsphere_release={version}", "-e", "app_activate=false"]
-        if VAULT_PASSWORD_FILE and Path(VAULT_PASSWORD_FILE).is_file():
-            cmd += ["--vault-password-file", VAULT_PASSWORD_FILE]
-        cmd += PLAYBOOK_ARGS
-        _log("prepare: " + " ".join(cmd))
-        subprocess.run(cmd, check=True, cwd=REPO)
-    rolling(version, what="deploy")
+    if not artifact.is_file():
+        raise SystemExit(f"{artifact} missing: run `fab build` first")
+    run_playbook("app.yml", release_extra_vars(version, batch, "deploy", fab_command()), f"deploy {version}")
 
 
-@task(help={"version": "release to go back to (default: the newest installed release older than current)"})
-def rollback(c, version=None):
-    """Roll back host by host to the previous (or given) installed release: relink + graceful reload.
+@task(help={"version": "release to go back to (default: the one `previous` points to on every app host)",
+            "batch": "app hosts switched at a time: a number or a percentage; default 1"})
+def rollback(c, version=None, batch="1"):
+    """Roll back through playbooks/app.yml to an installed release, without migrations.
 
-    No migration runs: the schema stays (expand/contract keeps the previous release working).
+    The schema stays (expand/contract keeps the previous release working).
     """
-    inv = inventory()
-    apps = hosts_of(inv, APP_GROUP)
+    batch = parse_batch(batch)
     if not version:
-        conn = apps[0].connect()
-        now = current_release(conn)
-        older = [r for r in releases(conn) if r != now]
-        if not older:
-            raise SystemExit(f"{apps[0].name}: no other installed release to roll back to")
-        version = older[0]
-    rolling(version, what="rollback")
+        states = {h.name: read_state(h, h.connect()) for h in hosts_of(inventory(), APP_GROUP)}
+        version = rollback_target(states)
+    run_playbook("app.yml", release_extra_vars(version, batch, "rollback", fab_command()), f"rollback to {version}")
 
 
 @task
 def status(c):
-    """Release per app host (current, workers, service state) and HAProxy server states per edge host."""
+    """Release per app host (current, workers, service, deploy lock) and HAProxy server states per edge host."""
     inv = inventory()
     print(f"inventory: {INVENTORY}")
-    print(f"{'app host':10} {'address':15} {'service':9} {'current':36} workers")
+    print(f"{'app host':10} {'address':15} {'service':9} {'current':36} {'workers':36} deploy lock")
     for host in hosts_of(inv, APP_GROUP):
         try:
             conn = host.connect()
             state = conn.run("systemctl is-active socialsphere.service", hide=True, warn=True).stdout.strip()
             workers = sorted(set(worker_releases(conn)))
-            print(f"{host.name:10} {host.address:15} {state:9} {current_release(conn) or '-':36} "
-                  f"{','.join(workers) or '-'}")
+            st = read_state(host, conn)
+            print(f"{host.name:10} {host.address:15} {state:9} {st['current'] or '-':36} "
+                  f"{','.join(workers) or '-':36} {describe_lock(st['lock'])}")
         except Exception as exc:  # noqa: BLE001 - status reports, never stops
             print(f"{host.name:10} {host.address:15} unreachable: {exc}")
     for edge in hosts_of(inv, EDGE_GROUP):
@@ -357,3 +357,32 @@ def status(c):
                 print(f"  {line}")
         except Exception as exc:  # noqa: BLE001
             print(f"{edge.name}: unreachable: {exc}")
+
+
+@task(help={"lines": "deploy log lines per host (default 5)"})
+def releases(c, lines=5):
+    """Installed releases per app host (* current, < previous) and the last lines of its deploy log."""
+    for host in hosts_of(inventory(), APP_GROUP):
+        try:
+            for line in format_releases(f"{host.name} ({host.address})", read_state(host, host.connect(), int(lines))):
+                print(line)
+        except Exception as exc:  # noqa: BLE001 - a report, never stops
+            print(f"{host.name}: unreachable: {exc}")
+
+
+@task(help={"keep": "newest releases kept (default: socialsphere_app_keep_releases, 5); current and previous "
+                    "always are"})
+def prune(c, keep=None):
+    """Remove old releases on every app host now (playbooks/app-prune.yml; under the deploy lock)."""
+    extra = {"app_deploy_command": fab_command()}
+    if keep is not None:
+        if not str(keep).isdigit():
+            raise SystemExit(f"--keep: a number of releases (0, 1, 2, ...), not {keep!r}")
+        extra["socialsphere_app_keep_releases"] = int(keep)
+    run_playbook("app-prune.yml", extra, "prune")
+
+
+@task
+def unlock(c):
+    """Break a stale deploy lock on every app host (playbooks/app-unlock.yml); the holder is printed and logged."""
+    run_playbook("app-unlock.yml", {"app_deploy_command": fab_command()}, "unlock")
