@@ -119,8 +119,8 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # backup host destroyed and replaced, an app host and the VIP's edge host destroyed
 # and replaced under load, a replica's slot filling the primary's pg_wal,
 # about 65 min together; the release tasks (fab deploy then site.yml changed=0, two
-# deploys at once, a stale lock, --batch 2 under load, five deploys and fab prune:
-# test_release_tasks.py, about 40 min, not measured yet); the whole database tier destroyed and rebuilt from
+# deploys at once, a stale lock, a batch under load, five deploys and fab prune:
+# test_release_tasks.py, about 14 min); the whole database tier destroyed and rebuilt from
 # the backups (test_dr_db_tier_rebuilt.py); and the JWT signing
 # key rotation, about 25 min, most of it the wait for the old key's tokens to
 # expire; the app's database password rotation, about 6 min) run with `make test-drills`.

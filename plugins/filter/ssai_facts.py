@@ -21,6 +21,8 @@ Jinja filters (``ansible.cfg``: ``filter_plugins = plugins/filter``; Molecule se
 - ``app_batch | ssai_release_batch``: the batch size of a rollout (``serial`` of
   playbooks/app.yml's activation), a number of hosts or a percentage of the app hosts;
   ``fab deploy --batch`` checks its argument with the same function.
+- ``app_batch | ssai_release_batch_hosts(groups['app'] | length)``: how many app hosts
+  one batch takes out of rotation at once (app.yml refuses a batch of every app host).
 
 The plain functions below are importable without Ansible (``fabfile.py`` and the tests
 import this file by path).
@@ -169,6 +171,17 @@ def release_batch(value) -> int | str:
                      f"(1% to 100%), not {value!r}")
 
 
+def release_batch_hosts(value, hosts: int) -> int:
+    """How many of ``hosts`` app hosts one batch of ``value`` (see release_batch) holds:
+    a percentage as Ansible's ``serial`` rounds it (down, at least one host), never more
+    than the hosts there are."""
+    hosts = int(hosts)
+    batch = release_batch(value)
+    if isinstance(batch, str):
+        batch = max(1, hosts * int(batch[:-1]) // 100)
+    return max(0, min(batch, hosts))
+
+
 def _filter_error(func):
     def wrapper(*args, **kwargs):
         from ansible.errors import AnsibleFilterError
@@ -219,6 +232,12 @@ def ssai_release_batch(value):
     return release_batch(value)
 
 
+@_filter_error
+def ssai_release_batch_hosts(value, hosts):
+    """`app_batch | ssai_release_batch_hosts(groups['app'] | length)`."""
+    return release_batch_hosts(value, hosts)
+
+
 class FilterModule:
     """Ansible filter plugin entry point."""
 
@@ -230,4 +249,5 @@ class FilterModule:
             "ssai_haproxy_seconds": ssai_haproxy_seconds,
             "ssai_pgbackrest_restore_options": ssai_pgbackrest_restore_options,
             "ssai_release_batch": ssai_release_batch,
+            "ssai_release_batch_hosts": ssai_release_batch_hosts,
         }

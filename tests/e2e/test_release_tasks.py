@@ -8,8 +8,10 @@ deploy of one of five re-versioned builds of the checkout (`scripts/build-releas
    and since when, and changes nothing; the first finishes;
 3. a stale lock (a run that is gone) refuses a deploy; `fab unlock` breaks it and logs
    the holder; `-e app_deploy_lock_break=true` does the same within a deploy;
-4. `fab deploy --batch 2` under load through the VIP: 0 failed requests, one batch per
-   two app hosts, the batch size in the deploy log;
+4. a batch of every app host (`--batch 2` on the lab's two) is refused before any lock
+   (it would drain them all at once); `fab deploy --batch 2` with three app hosts or
+   more, else `--batch 50%`, under load through the VIP: 0 failed requests, the batches
+   serial makes, the batch size in the deploy log;
 5. after the fifth deploy exactly socialsphere_app_keep_releases (5) releases remain on
    each host, current and previous among them; `fab prune --keep 1` leaves only those
    two; `fab releases` shows them and the deploy log.
@@ -211,27 +213,40 @@ def test_a_stale_lock_is_refused_and_broken_on_request(lab_inventory, versions):
     assert_no_lock(inv)
 
 
-def test_batch_of_two_under_load(lab_inventory, versions):
+def test_a_batch_of_every_app_host_is_refused_and_a_batch_goes_under_load(lab_inventory, versions):
+    """A batch that would drain every app host at once is refused before any lock (the
+    site would answer 503); a batch that leaves one in rotation (2 hosts of 3 or more,
+    else 50%) goes under load with 0 failed requests."""
     inv = lab_inventory
     v4 = versions["new"][3]
+    n = len(apps(inv))
+    before = {h: current_release(inv, h) for h in apps(inv)}
+    res = fab("deploy", "--version", v4, "--batch", str(n))
+    assert res.returncode != 0
+    assert f"app_batch={n} activates all {n} app hosts at once" in flat(res.stdout + res.stderr), res.stdout[-3000:]
+    assert "Nothing was changed" in flat(res.stdout + res.stderr)
+    assert {h: current_release(inv, h) for h in apps(inv)} == before
+    assert_no_lock(inv)
+
+    batch, per_batch = ("2", 2) if n > 2 else ("50%", max(1, n * 50 // 100))
     edge = Edge.from_inventory(inv)
     with LoadGenerator(edge, max_seconds=DEPLOY_MAX_SECONDS) as load:
         time.sleep(3)
         t0 = time.monotonic()
-        res = deploy_ok("--version", v4, "--batch", "2")
+        res = deploy_ok("--version", v4, "--batch", batch)
         seconds = time.monotonic() - t0
         time.sleep(3)
     batches = res.stdout.count("PLAY [Activate the release one batch of app hosts at a time]")
-    print(f"fab deploy --batch 2 of {len(apps(inv))} app hosts: {batches} batches, {seconds:.0f}s; "
+    print(f"fab deploy --batch {batch} of {n} app hosts: {batches} batches, {seconds:.0f}s; "
           f"{load.result.summary()}")
-    assert batches == math.ceil(len(apps(inv)) / 2), res.stdout[-3000:]
+    assert batches == math.ceil(n / per_batch), res.stdout[-3000:]
     assert not load.ran_out
     assert load.result.total > 100, load.result.summary()
     assert load.result.failed == 0, load.result.summary()
     assert {current_release(inv, h) for h in apps(inv)} == {v4}
     for host in apps(inv):
         line = records(inv, host)[-1]
-        assert (line["to"], line["batch"], line["command"]) == (v4, "2", f"fab deploy --version {v4} --batch 2")
+        assert (line["to"], line["batch"], line["command"]) == (v4, batch, f"fab deploy --version {v4} --batch {batch}")
     for edge_host in group_hosts(inv, "edge"):
         for host, row in haproxy_servers(inv, edge_host).items():
             if host in apps(inv):

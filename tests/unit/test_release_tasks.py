@@ -30,7 +30,7 @@ from ansible_run import local_env, local_os_as_supported, run_playbook
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "inventory_ok"
 FLOW = pathlib.Path(__file__).parent / "playbooks" / "deploy_flow.yml"
-APPS = ("app1", "app2")
+APPS = ("app1", "app2", "app3")
 GHOST = {"id": "20260102T030405Z-deadbeef", "who": "ghost@ops9", "since": "2026-01-02T03:04:05Z",
          "command": "fab deploy --version 9.9", "kind": "deploy", "version": "9.9", "batch": "1"}
 
@@ -42,6 +42,11 @@ class Hosts:
     def __init__(self, tmp_path):
         self.inventory = tmp_path / "inventory"
         shutil.copytree(FIXTURE, self.inventory)
+        # A third app host, so that a batch of two leaves one in rotation.
+        hosts_file = self.inventory / "hosts.yml"
+        inventory = yaml.safe_load(hosts_file.read_text())
+        inventory["all"]["children"]["app"]["hosts"] = {host: {} for host in APPS}
+        hosts_file.write_text(yaml.safe_dump(inventory))
         (self.inventory / "host_vars").mkdir()
         self.base = tmp_path / "hosts"
         for host in APPS:
@@ -186,16 +191,31 @@ def test_a_failure_in_a_batch_of_two_keeps_the_other_hosts_result(hosts):
     assert hosts.records("app1")[-1]["result"] == "rolled-back"
     assert hosts.records("app2")[-1]["result"] == "ok"
     assert (hosts.root("app2") / "activated").read_text() == "2.0 batch app1,app2\n"
+    assert hosts.records("app3")[-1]["result"] == "not-started"
+    assert not (hosts.root("app3") / "activated").exists()
 
 
-@pytest.mark.parametrize(("batch", "batches"), [(1, ["app1", "app2"]), ("2", ["app1,app2"] * 2),
-                                                ("50%", ["app1", "app2"]), ("100%", ["app1,app2"] * 2)])
+@pytest.mark.parametrize(("batch", "batches"), [(1, ["app1", "app2", "app3"]), ("2", ["app1,app2"] * 2 + ["app3"]),
+                                                ("50%", ["app1", "app2", "app3"]),
+                                                ("67%", ["app1,app2"] * 2 + ["app3"])])
 def test_the_batch_size_is_the_activation_plays_serial(hosts, batch, batches):
     rc, out = hosts.flow(app_batch=batch)
     assert rc == 0, out[-3000:]
     for host, expected in zip(APPS, batches, strict=True):
         assert (hosts.root(host) / "activated").read_text() == f"2.0 batch {expected}\n"
         assert hosts.records(host)[-1]["batch"] == str(batch).rstrip("%") + ("%" if "%" in str(batch) else "")
+
+
+@pytest.mark.parametrize("batch", ["3", "4", "100%"])
+def test_a_batch_of_every_app_host_is_refused_before_any_lock(hosts, batch):
+    rc, out = hosts.flow(app_batch=batch)
+    assert rc != 0
+    assert (f"app_batch={batch} activates all 3 app hosts at once: each one of a batch is drained first, "
+            "so HAProxy would have no server left") in " ".join(out.split()), out[-2000:]
+    assert "Use at most 2 host(s) at a time" in " ".join(out.split())
+    for host in APPS:
+        assert not hosts.lock(host).exists()
+        assert not hosts.records(host)
 
 
 @pytest.mark.parametrize("batch", ["0", "0%", "150%", "two", "-1", ""])

@@ -217,6 +217,12 @@ def test_release_batch_takes_a_number_or_a_percentage(value, expected):
     assert ssai_facts.release_batch(value) == expected
 
 
+@pytest.mark.parametrize(("value", "hosts", "expected"), [(1, 2, 1), (2, 2, 2), (5, 2, 2), ("50%", 2, 1), ("50%", 3, 1),
+                                                          ("100%", 3, 3), ("1%", 4, 1), ("75%", 4, 3), (1, 1, 1)])
+def test_release_batch_hosts_counts_a_batch_as_serial_does(value, hosts, expected):
+    assert ssai_facts.release_batch_hosts(value, hosts) == expected
+
+
 @pytest.mark.parametrize("value", [0, "0", "-1", "0%", "101%", "150%", "2.5", "two", "", "%", None, True])
 def test_release_batch_refuses_anything_else_naming_it(value):
     with pytest.raises(ValueError, match=r"the batch is a number of hosts \(1, 2, \.\.\.\) or a percentage"):
