@@ -1,0 +1,67 @@
+"""roles/haproxy/templates/haproxy.cfg.j2 rendered by Ansible with the role's defaults
+passes `haproxy -c`, with retries (the default) and with haproxy_retry_enabled false
+(the release drill's measurement: no retry of any kind). The test renders through a copy
+of the role whose only task writes the template (the role's tasks install packages);
+it fails when no haproxy binary is installed (.ci/run installs it)."""
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from ansible_run import REPO, local_env, run_playbook
+
+SERVERS = [{"name": "app1", "address": "127.0.0.1", "port": 18000},
+           {"name": "app2", "address": "127.0.0.1", "port": 18001}]
+
+
+def render(tmp_path, **extra):
+    role = tmp_path / "roles" / "haproxy"
+    for sub in ("defaults", "vars", "templates"):
+        shutil.copytree(REPO / "roles" / "haproxy" / sub, role / sub)
+    (role / "tasks").mkdir()
+    (role / "tasks" / "main.yml").write_text(yaml.safe_dump([{
+        "name": "Render haproxy.cfg", "ansible.builtin.template": {
+            "src": "haproxy.cfg.j2", "dest": str(tmp_path / "haproxy.cfg"), "mode": "0644"}}]))
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(yaml.safe_dump([{"name": "Render", "hosts": "localhost", "gather_facts": False,
+                                         "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                                         "roles": ["haproxy"]}]))
+    variables = {"ansible_host": "127.0.0.1", "haproxy_stats_password": "not-a-secret",
+                 "haproxy_backend_servers": SERVERS, **extra}
+    rc, out = run_playbook("localhost,", str(playbook), "-c", "local", "-e", json.dumps(variables), timeout=120,
+                           env=local_env(ANSIBLE_ROLES_PATH=str(tmp_path / "roles")))
+    assert rc == 0, out
+    return (tmp_path / "haproxy.cfg").read_text()
+
+
+def check(tmp_path, text):
+    haproxy = shutil.which("haproxy")
+    if not haproxy:
+        pytest.fail("haproxy is not installed: `apt-get install haproxy` (.ci/run installs it)")
+    path = tmp_path / "check.cfg"
+    path.write_text(text)
+    res = subprocess.run([haproxy, "-c", "-f", str(path)], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def retry_lines(text):
+    return [line.strip() for line in text.splitlines()
+            if re.match(r"\s+(retries|retry-on|option redispatch|http-request disable-l7-retry)\b", line)]
+
+
+def test_default_retries_idempotent_requests_and_failed_connections(tmp_path):
+    text = render(tmp_path)
+    check(tmp_path, text)
+    assert retry_lines(text) == [
+        "retries 3", "option redispatch 1", "retry-on conn-failure empty-response junk-response response-timeout",
+        "http-request disable-l7-retry unless retryable_method"]
+
+
+def test_retry_disabled_retries_nothing(tmp_path):
+    text = render(tmp_path, haproxy_retry_enabled=False)
+    check(tmp_path, text)
+    assert retry_lines(text) == ["retries 0", "retry-on none"]
+    assert "option redispatch" not in text
