@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import select
 import socket
 import ssl
 import subprocess
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from labutil import INVENTORY, REPO, VAULT_PASS, ansible_env
+from userload import dropped as _dropped
 
 READ_PATH = os.environ.get("SSAI_E2E_READ_PATH", "/api/v1/plans")
 # Below HAProxy's per-IP request limit (1000 / 10 s): the load must not be rate limited.
@@ -164,23 +164,10 @@ class LoadResult:
                 "closed by the server and reopened")
 
 
-def _dropped(conn: http.client.HTTPConnection) -> bool:
-    """True when an idle keep-alive connection was closed by the server (its socket
-    is readable: EOF or a TLS close_notify). The check urllib3 (and so requests)
-    and browsers make before reusing a pooled connection; a request that fails
-    on a connection that was alive when it was sent still counts as failed."""
-    sock = conn.sock
-    if sock is None:
-        return True
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
-
-
 class LoadGenerator:
-    """Constant, rate-limited GET load through the edge in background threads (keep-alive,
+    """Constant, rate-limited GET load of one path, unauthenticated unless ``headers`` says
+    otherwise (the drills where users' traffic matters use userload.UserLoad: sessions,
+    reads and writes). Through the edge in background threads (keep-alive,
     one connection per thread, reconnect on close; like urllib3 and browsers, an idle
     connection the server has closed, e.g. Nginx's old workers on a reload, is
     reopened before it is reused, and counted). A request fails on any status other
