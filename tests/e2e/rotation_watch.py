@@ -50,7 +50,7 @@ class RotationWatch:
     has the shape of test_app_support.HaproxyWatch's (the statuses each (edge, server)
     went through), so assert_drained_and_up takes either."""
 
-    def __init__(self, edges: list[str], servers_of: Callable[[str], dict[str, dict]], interval: float = 0.1):
+    def __init__(self, edges: list[str], servers_of: Callable[[str], dict[str, dict]], interval: float = 0.25):
         self.edges, self.servers_of, self.interval = edges, servers_of, interval
         self.samples: list[tuple] = []
         self.seen: dict[tuple[str, str], set[str]] = {}
