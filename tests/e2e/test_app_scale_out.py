@@ -1,5 +1,7 @@
 """Scale-out under load: `labctl add app3` creates the host, the one documented command
-(`ansible-playbook playbooks/scale-out.yml`) brings it into rotation; 0 failed requests.
+(`ansible-playbook playbooks/scale-out.yml`) brings it into rotation while users' traffic
+flows through the VIP (userload: logins, dashboard reads, posts written, edited and
+deleted); 0 failed requests, 0 acknowledged writes lost.
 
 Runs after the other app tests (file order) and leaves app3 in the lab; set
 SSAI_E2E_SCALE_OUT_CLEANUP=1 to remove it again (labctl remove app3 + edge.yml).
@@ -11,7 +13,8 @@ import pytest
 
 from edge_support import vip_holder
 from labutil import lab_inventory_data, run_playbook
-from test_app_support import Edge, LoadGenerator, current_release, group_hosts, haproxy_servers, labctl
+from test_app_support import Edge, current_release, group_hosts, haproxy_servers, labctl
+from userload import lab_user_load
 
 NEW_HOST = os.environ.get("SSAI_E2E_SCALE_OUT_HOST", "app3")
 
@@ -27,7 +30,7 @@ def test_scale_out_under_load(lab_inventory):
     assert NEW_HOST in group_hosts(inv, "app")
 
     # The load runs for the whole playbook (not bounded by the default 600 s).
-    with LoadGenerator(edge, max_seconds=3600) as load:
+    with lab_user_load(edge, max_seconds=3600) as load:
         time.sleep(3)
         t0 = time.monotonic()
         rc, out = run_playbook("scale-out.yml", "-e", f"socialsphere_release={old_release}", timeout=3000)
@@ -37,7 +40,8 @@ def test_scale_out_under_load(lab_inventory):
     assert rc == 0, out[-5000:]
     assert not load.ran_out
     assert load.result.total > 100
-    assert load.result.failed == 0, load.result.summary()
+    assert load.result.failed == 0, load.result.report()
+    assert load.result.lost == [] and load.result.incomplete == [], load.result.report()
     assert current_release(inv, NEW_HOST) == old_release
     for edge_host in group_hosts(inv, "edge"):
         servers = haproxy_servers(inv, edge_host)

@@ -10,8 +10,9 @@ deploy of one of five re-versioned builds of the checkout (`scripts/build-releas
    the holder; `-e app_deploy_lock_break=true` does the same within a deploy;
 4. a batch of every app host (`--batch 2` on the lab's two) is refused before any lock
    (it would drain them all at once); `fab deploy --batch 2` with three app hosts or
-   more, else `--batch 50%`, under load through the VIP: 0 failed requests, the batches
-   serial makes, the batch size in the deploy log;
+   more, else `--batch 50%`, under users' traffic through the VIP (userload: logins,
+   dashboard reads, posts written, edited and deleted): 0 failed requests, 0
+   acknowledged writes lost, the batches serial makes, the batch size in the deploy log;
 5. after the fifth deploy exactly socialsphere_app_keep_releases (5) releases remain on
    each host, current and previous among them; `fab prune --keep 1` leaves only those
    two; `fab releases` shows them and the deploy log.
@@ -33,7 +34,6 @@ import pytest
 from labutil import INVENTORY, REPO, VAULT_PASS, ansible_env, parse_recap, run_playbook
 from test_app_support import (
     Edge,
-    LoadGenerator,
     build_release,
     current_release,
     fab,
@@ -41,6 +41,7 @@ from test_app_support import (
     haproxy_servers,
     lab_exec,
 )
+from userload import lab_user_load
 
 ROOT = "/srv/socialsphere"
 LOCK = f"{ROOT}/.deploy-lock"
@@ -230,7 +231,7 @@ def test_a_batch_of_every_app_host_is_refused_and_a_batch_goes_under_load(lab_in
 
     batch, per_batch = ("2", 2) if n > 2 else ("50%", max(1, n * 50 // 100))
     edge = Edge.from_inventory(inv)
-    with LoadGenerator(edge, max_seconds=DEPLOY_MAX_SECONDS) as load:
+    with lab_user_load(edge, max_seconds=DEPLOY_MAX_SECONDS) as load:
         time.sleep(3)
         t0 = time.monotonic()
         res = deploy_ok("--version", v4, "--batch", batch)
@@ -242,7 +243,8 @@ def test_a_batch_of_every_app_host_is_refused_and_a_batch_goes_under_load(lab_in
     assert batches == math.ceil(n / per_batch), res.stdout[-3000:]
     assert not load.ran_out
     assert load.result.total > 100, load.result.summary()
-    assert load.result.failed == 0, load.result.summary()
+    assert load.result.failed == 0, load.result.report()
+    assert load.result.lost == [] and load.result.incomplete == [], load.result.report()
     assert {current_release(inv, h) for h in apps(inv)} == {v4}
     for host in apps(inv):
         line = records(inv, host)[-1]
