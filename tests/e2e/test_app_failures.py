@@ -1,14 +1,17 @@
 """App host failures under users' traffic through the edge VIP (userload: virtual users
-logged in, reading the dashboard, writing, editing and deleting posts; 0 failed requests
-and 0 acknowledged writes lost where the load runs), with the edge's production retries:
+logged in, reading the dashboard, writing, editing and deleting posts), with the edge's
+production retries. A crash can fail only the writes in flight at that moment: HAProxy
+retries idempotent methods only (roles/haproxy: haproxy_retry_methods), a write it has
+sent cannot be sent again safely, so the client gets 502 and decides. Asserted where
+the load runs: 0 failed reads, failed writes at most one per virtual user (in flight at
+the crash), each a 502/503/504 or a connection error, 0 acknowledged writes lost.
 - kill -9 of Gunicorn's master on one app host: systemd restarts it, HAProxy routes
-  around it, no failed (idempotent) request; the worker timers keep running;
+  around it; the worker timers keep running;
 - a request a worker is serving when the master is killed still gets its answer
   (the unit's KillMode lets workers finish instead of SIGKILLing them);
 - one app host stopped entirely (`labctl stop`, a clean power-off): every HAProxy
   marks it DOWN within the documented time (roles/haproxy/README.md: <= 7 s after it
-  stops answering), traffic goes on with no failed request; the host is started
-  again and rejoins;
+  stops answering), traffic goes on; the host is started again and rejoins;
 - a worker recycled after the release Gunicorn's master imported from was pruned
   still boots (the master forgets another release's modules on every reload)."""
 import subprocess
@@ -29,6 +32,15 @@ from userload import lab_user_load
 
 # roles/haproxy/README.md: 2 failed checks, inter 2s + fastinter 1s + 2 x timeout check 2s.
 DOCUMENTED_DOWN_SECONDS = 7
+
+
+def _assert_only_writes_in_flight_failed(result):
+    """0 failed reads; failed writes at most one per user, each a gateway error or a
+    connection error; 0 acknowledged writes lost (see the module docstring)."""
+    assert result.failed - result.write_failed == 0, result.report()
+    assert result.write_failed <= result.users, result.report()
+    assert {status for _, status in result.http} <= {502, 503, 504}, result.report()
+    assert result.lost == [] and result.incomplete == [], result.report()
 
 
 def _main_pid(inv, host):
@@ -64,8 +76,7 @@ def test_kill_9_gunicorn_under_load(lab_inventory):
     print(f"{host}: Gunicorn back (pid {before} -> {after}) in {restart_seconds:.1f}s; {load.result.summary()}")
     assert after not in ("", "0", before)
     assert load.result.total > 100
-    assert load.result.failed == 0, load.result.report()
-    assert load.result.lost == [] and load.result.incomplete == [], load.result.report()
+    _assert_only_writes_in_flight_failed(load.result)
 
 
 def test_request_in_flight_when_the_master_is_killed_is_answered(lab_inventory):
@@ -158,8 +169,7 @@ def test_stopped_app_host_is_marked_down_and_traffic_continues(lab_inventory):
         # lastchg has a 1 s resolution
         assert t - t0 <= stop_seconds + DOCUMENTED_DOWN_SECONDS + 1, marks
     assert load.result.total > 100, load.result.summary()
-    assert load.result.failed == 0, load.result.report()
-    assert load.result.lost == [] and load.result.incomplete == [], load.result.report()
+    _assert_only_writes_in_flight_failed(load.result)
 
 
 def _workers(inv, host, main_pid):
