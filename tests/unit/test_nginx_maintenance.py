@@ -93,7 +93,13 @@ class Upstream(http.server.ThreadingHTTPServer):
 
     def __init__(self, port):
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
+            def do_POST(self):  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.do_GET()
+
+            do_DELETE = do_POST  # noqa: N815
+
+            def do_GET(self):  # noqa: N802
                 status = 503 if self.path == "/unavailable" else 200
                 body = f"upstream {self.path}".encode()
                 self.send_response(status)
@@ -150,10 +156,10 @@ def edge(tmp_path):
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
 
-    def get(path, port=https_port, secure=True):
+    def get(path, port=https_port, secure=True, method="GET", body=None):
         conn = (http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5) if secure
                 else http.client.HTTPConnection("127.0.0.1", port, timeout=5))
-        conn.request("GET", path, headers={"Host": "socialsphere.test"})
+        conn.request(method, path, body=body, headers={"Host": "socialsphere.test"})
         resp = conn.getresponse()
         body = resp.read()
         conn.close()
@@ -186,6 +192,13 @@ def test_the_flag_file_switches_the_page_without_a_reload(edge):
     assert headers["retry-after"] == "120"
     assert json.loads(body) == {"error": "maintenance", "message": "Back at 10:00 (\"soon\") & <b>not</b> later"}
     assert get("/static/manifest.json")[0] == 503
+    # A write gets the same answer (not 405 from serving a file to a POST).
+    status, headers, body = get("/api/v1/posts", method="POST", body=b'{"text": "x"}')
+    assert (status, json.loads(body)["error"]) == (503, "maintenance")
+    assert get("/login", method="POST", body=b"x")[0] == 503
+    assert get("/api/v1/posts/1", method="DELETE")[0] == 503
+    # The page's own location is internal: not reachable from outside.
+    assert get("/.socialsphere-maintenance")[0] == 404
     # The monitoring probes still see the app behind the edge.
     assert get("/readyz")[:3:2] == (200, b"upstream /readyz")
     assert get("/healthz")[:3:2] == (200, b"upstream /healthz")
@@ -197,6 +210,7 @@ def test_the_flag_file_switches_the_page_without_a_reload(edge):
     flag.unlink()
     assert get("/dashboard")[:3:2] == (200, b"upstream /dashboard")
     assert get("/api/v1/plans")[0] == 200
+    assert get("/api/v1/posts", method="POST", body=b"{}")[:3:2] == (200, b"upstream /api/v1/posts")
 
 
 def test_outside_maintenance_an_upstream_503_is_not_the_page(edge):
