@@ -120,7 +120,10 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # and replaced under load, a replica's slot filling the primary's pg_wal,
 # about 65 min together; the release tasks (fab deploy then site.yml changed=0, two
 # deploys at once, a stale lock, a batch under load, five deploys and fab prune:
-# test_release_tasks.py, about 14 min); the whole database tier destroyed and rebuilt from
+# test_release_tasks.py, about 14 min); the maintenance page (on/off through the VIP,
+# certbot renewal with it on) and a release with a contract migration refused without
+# --contract, then deployed and rolled back behind the page (test_release_maintenance.py,
+# about 15 min); the whole database tier destroyed and rebuilt from
 # the backups (test_dr_db_tier_rebuilt.py); and the JWT signing
 # key rotation, about 25 min, most of it the wait for the old key's tokens to
 # expire; the app's database password rotation, about 6 min) run with `make test-drills`.

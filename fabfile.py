@@ -9,8 +9,12 @@ variables (defaults: the lab)::
     fab build                       # dist/socialsphere-<version>.tar.gz (+ .sha256)
     fab deploy                      # the checkout's version; or: fab deploy --version 1.0.0+gabcdef12
     fab deploy --batch 2            # two app hosts at a time (or --batch 50%); default 1
+    fab deploy --contract           # a release with a contract migration: maintenance page around it
     fab rollback                    # back to the release `previous` points to (or --version X)
-    fab status                      # release per app host, workers, deploy lock, HAProxy server states
+    fab rollback --contract         # back across a contract migration (maintenance page around it)
+    fab maintenance on|off          # the maintenance page on every edge host (playbooks/maintenance.yml)
+    fab status                      # release per app host, workers, deploy lock, HAProxy server states,
+                                    # the maintenance page per edge host
     fab releases                    # installed releases per app host (current, previous), last deploy log lines
     fab prune                       # remove old releases now (--keep N; never current or previous)
     fab unlock                      # break a stale deploy lock
@@ -24,7 +28,10 @@ worker on the release and /readyz 200, back in rotation), prunes old releases, w
 a line in each host's deploy log and releases the lock. The first failing host goes
 back to the release it ran and later batches are not started. A rollback is the same
 run for an installed release, without migrations (expand/contract: the schema stays).
-docs/runbooks/release.md is the runbook.
+A run that crosses a contract migration (one not backward compatible: applied by a
+deploy, or gone back across by a rollback) is refused before the lock unless
+--contract, which turns the maintenance page on before the migration and off after the
+last host switched. docs/runbooks/release.md is the runbook.
 """
 from __future__ import annotations
 
@@ -69,8 +76,8 @@ class Host:
     vars: dict
 
     def role_var(self, name: str):
-        """A socialsphere_app role variable as this host sees it: the inventory's value, else
-        the role's default (the same rule as the playbooks' ssai_role_var)."""
+        """A role variable (socialsphere_app_*, nginx_*) as this host sees it: the inventory's
+        value, else the role's default (the same rule as the playbooks' ssai_role_var)."""
         return _FACTS.role_var(self.name, {self.name: self.vars}, name)
 
     @property
@@ -193,15 +200,46 @@ def run_playbook(playbook: str, extra_vars: dict, what: str) -> None:
     _log(f"{what}: done")
 
 
-def release_extra_vars(version: str, batch, kind: str, command: str) -> dict:
-    """app.yml's variables for a deploy or a rollback of `version`."""
+def release_extra_vars(version: str, batch, kind: str, command: str, contract: bool = False) -> dict:
+    """app.yml's variables for a deploy or a rollback of `version` (--contract: crossing a
+    contract migration is allowed, behind the maintenance page)."""
     extra = {"socialsphere_release": version, "app_batch": str(batch), "app_deploy_kind": kind,
              "app_deploy_command": command}
+    if contract:
+        extra["app_release_contract"] = True
     if kind == "rollback":
         # An installed release: no artifact needed, and no migration (the schema stays
         # where the newer release put it; expand/contract keeps the older code working).
         extra.update(app_rollback=True, socialsphere_app_migrate=False)
     return extra
+
+
+MAINTENANCE_STATES = ("on", "off")
+
+
+def maintenance_state(value) -> str:
+    """`fab maintenance on|off`: the state playbooks/maintenance.yml sets; SystemExit otherwise."""
+    text = str(value or "").strip().lower()
+    if text not in MAINTENANCE_STATES:
+        raise SystemExit(f"fab maintenance on|off, not {value!r}: on serves the maintenance page on every edge host, "
+                         "off lets traffic through again")
+    return text
+
+
+def describe_maintenance(pages: dict[str, bool | None]) -> str:
+    """`fab status`'s line about the maintenance page, from each edge host's flag file
+    (True: on, False: off, None: unknown)."""
+    on = [h for h, v in pages.items() if v]
+    unknown = [h for h, v in pages.items() if v is None]
+    if unknown:
+        state = f"unknown on {', '.join(unknown)}"
+        return f"maintenance page: {state}" + (f"; on on {', '.join(on)}" if on else "")
+    if on and len(on) == len(pages):
+        return "maintenance page: ON on every edge host (503 for every request but /readyz): fab maintenance off"
+    if on:
+        return (f"maintenance page: on on {', '.join(on)} only (the edge hosts disagree): "
+                "fab maintenance on or fab maintenance off")
+    return "maintenance page: off"
 
 
 # ---------------------------------------------------------------- reading the app hosts
@@ -307,34 +345,46 @@ def build(c, force=False, version_suffix=""):
 
 
 @task(help={"version": "release to deploy (default: the checkout's, scripts/build-release --print-version)",
-            "batch": "app hosts activated at a time: a number (2) or a percentage of the app hosts (50%); default 1"})
-def deploy(c, version=None, batch="1"):
+            "batch": "app hosts activated at a time: a number (2) or a percentage of the app hosts (50%); default 1",
+            "contract": "allow a contract migration (not backward compatible): the maintenance page is on from "
+                        "before the migration until the last host switched"})
+def deploy(c, version=None, batch="1", contract=False):
     """Rolling release through playbooks/app.yml (as site.yml): lock, install + migrate once, activate by batch."""
     batch = parse_batch(batch)
     version = deploy_version(version)
     artifact = REPO / "dist" / f"socialsphere-{version}.tar.gz"
     if not artifact.is_file():
         raise SystemExit(f"{artifact} missing: run `fab build` first")
-    run_playbook("app.yml", release_extra_vars(version, batch, "deploy", fab_command()), f"deploy {version}")
+    run_playbook("app.yml", release_extra_vars(version, batch, "deploy", fab_command(), contract), f"deploy {version}")
 
 
 @task(help={"version": "release to go back to (default: the one `previous` points to on every app host)",
-            "batch": "app hosts switched at a time: a number or a percentage; default 1"})
-def rollback(c, version=None, batch="1"):
+            "batch": "app hosts switched at a time: a number or a percentage; default 1",
+            "contract": "allow going back across a contract migration: the maintenance page is on during the switch"})
+def rollback(c, version=None, batch="1", contract=False):
     """Roll back through playbooks/app.yml to an installed release, without migrations.
 
-    The schema stays (expand/contract keeps the previous release working).
+    The schema stays (expand/contract keeps the previous release working; back across a
+    contract migration needs --contract).
     """
     batch = parse_batch(batch)
     if not version:
         states = {h.name: read_state(h, h.connect()) for h in hosts_of(inventory(), APP_GROUP)}
         version = rollback_target(states)
-    run_playbook("app.yml", release_extra_vars(version, batch, "rollback", fab_command()), f"rollback to {version}")
+    run_playbook("app.yml", release_extra_vars(version, batch, "rollback", fab_command(), contract),
+                 f"rollback to {version}")
+
+
+@task(positional=["state"], help={"state": "on (serve the maintenance page) or off"})
+def maintenance(c, state):
+    """Turn the maintenance page on or off on every edge host (playbooks/maintenance.yml; no reload)."""
+    state = maintenance_state(state)
+    run_playbook("maintenance.yml", {"maintenance": state}, f"maintenance page {state}")
 
 
 @task
 def status(c):
-    """Release per app host (current, workers, service, deploy lock) and HAProxy server states per edge host."""
+    """Release per app host (current, workers, service, deploy lock); per edge host the maintenance page and HAProxy."""
     inv = inventory()
     print(f"inventory: {INVENTORY}")
     print(f"{'app host':10} {'address':15} {'service':9} {'current':36} {'workers':36} deploy lock")
@@ -348,15 +398,20 @@ def status(c):
                   f"{','.join(workers) or '-':36} {describe_lock(st['lock'])}")
         except Exception as exc:  # noqa: BLE001 - status reports, never stops
             print(f"{host.name:10} {host.address:15} unreachable: {exc}")
+    pages: dict[str, bool | None] = {}
     for edge in hosts_of(inv, EDGE_GROUP):
+        pages[edge.name] = None
         try:
             conn = edge.connect()
+            flag = str(edge.role_var("nginx_maintenance_flag"))
+            pages[edge.name] = _sudo(conn, shlex.join(["test", "-e", flag]), warn=True).ok
             res = _sudo(conn, shlex.join([HAPROXY_CTL, "status"]), warn=True)
-            print(f"{edge.name} ({edge.address}):")
+            print(f"{edge.name} ({edge.address}): maintenance page {'on' if pages[edge.name] else 'off'}")
             for line in (res.stdout if res.ok else res.stderr).splitlines():
                 print(f"  {line}")
         except Exception as exc:  # noqa: BLE001
             print(f"{edge.name}: unreachable: {exc}")
+    print(describe_maintenance(pages))
 
 
 @task(help={"lines": "deploy log lines per host (default 5)"})

@@ -179,3 +179,75 @@ def test_no_rollout_code_is_left_in_fabric(fab):
     text = (REPO / "fabfile.py").read_text()
     for gone in ("wait-drained", "systemctl reload", "mv -Tf", "app_activate", "'drain'", "reset-failed"):
         assert gone not in text, gone
+
+
+# ---------------------------------------------------------------- contract releases, the maintenance page
+def test_contract_deploys_and_rollbacks_pass_the_flag_to_app_yml(fab, monkeypatch, tmp_path):
+    monkeypatch.setattr(fab, "REPO", tmp_path)
+    (tmp_path / "dist").mkdir()
+    (tmp_path / "dist" / "socialsphere-2.0+g2.tar.gz").write_bytes(b"")
+    calls = []
+    monkeypatch.setattr(fab, "run_playbook", lambda playbook, extra, what: calls.append((playbook, extra, what)))
+    monkeypatch.setattr(sys, "argv", ["fab", "deploy", "--version", "2.0+g2", "--contract"])
+    fab.deploy.body(None, version="2.0+g2", contract=True)
+    fab.deploy.body(None, version="2.0+g2")
+    monkeypatch.setattr(sys, "argv", ["fab", "rollback", "--version", "1.0+g1", "--contract"])
+    fab.rollback.body(None, version="1.0+g1", contract=True)
+    (contract, _), (plain, _), (back, what) = [(extra, what) for _, extra, what in calls]
+    assert contract == {"socialsphere_release": "2.0+g2", "app_batch": "1", "app_deploy_kind": "deploy",
+                        "app_deploy_command": "fab deploy --version 2.0+g2 --contract", "app_release_contract": True}
+    assert "app_release_contract" not in plain
+    assert back["app_release_contract"] is True and back["app_rollback"] is True
+    assert back["socialsphere_app_migrate"] is False and back["app_deploy_command"].endswith("--contract")
+    assert what == "rollback to 1.0+g1"
+
+
+def test_fab_parses_contract_as_a_flag_and_maintenance_state_as_positional(fab):
+    from invoke import Collection, Parser
+    from invoke.parser import ParserContext
+
+    tasks = Collection.from_module(fab)
+    deploy_args = tasks["deploy"].get_arguments()
+    assert next(a for a in deploy_args if a.name == "contract").kind is bool
+    contexts = [ParserContext(name=n, args=tasks[n].get_arguments()) for n in ("maintenance", "rollback")]
+    parsed = Parser(contexts=contexts).parse_argv(["maintenance", "off"])
+    assert parsed[0].as_kwargs == {"state": "off"}
+    parsed = Parser(contexts=contexts).parse_argv(["rollback", "--contract"])
+    assert parsed[0].as_kwargs["contract"] is True
+
+
+@pytest.mark.parametrize(("arg", "expected"), [("on", "on"), ("off", "off"), (" ON ", "on")])
+def test_maintenance_takes_on_or_off(fab, arg, expected):
+    assert fab.maintenance_state(arg) == expected
+
+
+@pytest.mark.parametrize("arg", ["", "yes", "true", "1", None])
+def test_a_bad_maintenance_state_stops_before_ansible(fab, arg, monkeypatch):
+    monkeypatch.setattr(fab, "run_playbook", lambda *a: pytest.fail("ran a playbook"))
+    with pytest.raises(SystemExit, match=r"fab maintenance on\|off, not"):
+        fab.maintenance.body(None, state=arg)
+
+
+def test_maintenance_runs_the_playbook(fab, monkeypatch):
+    calls = []
+    monkeypatch.setattr(fab, "run_playbook", lambda playbook, extra, what: calls.append((playbook, extra, what)))
+    fab.maintenance.body(None, state="on")
+    fab.maintenance.body(None, state="off")
+    assert calls == [("maintenance.yml", {"maintenance": "on"}, "maintenance page on"),
+                     ("maintenance.yml", {"maintenance": "off"}, "maintenance page off")]
+
+
+def test_status_says_whether_the_maintenance_page_is_on(fab):
+    assert fab.describe_maintenance({"edge1": False, "edge2": False}) == "maintenance page: off"
+    assert fab.describe_maintenance({"edge1": True, "edge2": True}).startswith(
+        "maintenance page: ON on every edge host (503 for every request but /readyz): fab maintenance off")
+    assert fab.describe_maintenance({"edge1": True, "edge2": False}) == (
+        "maintenance page: on on edge1 only (the edge hosts disagree): fab maintenance on or fab maintenance off")
+    assert fab.describe_maintenance({"edge1": None, "edge2": True}) == \
+        "maintenance page: unknown on edge1; on on edge2"
+
+
+def test_the_flag_path_is_the_nginx_roles(fab):
+    host = fab.Host("edge1", "10.0.0.1", {})
+    assert host.role_var("nginx_maintenance_flag") == "/var/lib/nginx-maintenance/on"
+    assert fab.Host("edge1", "10.0.0.1", {"nginx_maintenance_flag": "/x/on"}).role_var("nginx_maintenance_flag") == "/x/on"

@@ -59,3 +59,23 @@ def test_json_access_log(host):
                 "request_id", "http_user_agent"):
         assert key in rec
     assert rec["request_id"] == "test-req-0001"
+
+
+def test_maintenance_page_follows_the_flag_file(host):
+    """The role leaves the flag alone (converge and idempotence ran with the page off);
+    the file switches the page without a reload; /readyz still reaches the upstream."""
+    flag = "/var/lib/nginx-maintenance/on"
+    assert host.file("/var/lib/nginx-maintenance").is_directory
+    assert not host.file(flag).exists
+    host.run_test(f"touch {flag}")
+    try:
+        out = host.check_output(f"{CURL} -D - https://socialsphere.test/api/v1/plans")
+        assert out.startswith("HTTP/2 503") or out.startswith("HTTP/1.1 503"), out
+        assert "retry-after: 120" in out.lower()
+        assert json.loads(out.split("\r\n\r\n", 1)[1])["error"] == "maintenance"
+        assert "Down for maintenance" in host.check_output(f"{CURL} https://socialsphere.test/")
+        code = host.check_output(f"{CURL} -o /dev/null -w '%{{http_code}}' https://socialsphere.test/readyz")
+        assert code != "503"  # the stand-in upstream answers (404: it has no such file)
+    finally:
+        host.run_test(f"rm -f {flag}")
+    assert "from-upstream" in host.check_output(f"{CURL} https://socialsphere.test/")
