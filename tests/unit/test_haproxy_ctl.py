@@ -364,3 +364,100 @@ def test_real_wait_drained_on_a_server_in_rotation_returns_at_once(haproxy):
     res = ctl_run(haproxy, "wait-drained", "app1", "--timeout", "1")
     assert res.returncode == 0, res.stderr
     assert "be_app/app1: in rotation, not drained: nothing to wait for" in res.stdout
+
+
+# ---------------------------------------------------------------- drain --wait, ready --wait (one call each)
+def test_real_drain_wait_returns_when_the_session_in_flight_ends(haproxy):
+    assert ctl_run(haproxy, "wait-up", "app1", "--timeout", "10").returncode == 0
+    _App.release.clear()
+    result = {}
+
+    def slow_request():
+        with socket.create_connection(("127.0.0.1", haproxy["front"]), timeout=30) as s:
+            s.sendall(b"GET /slow HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            result["answer"] = s.recv(1024)
+
+    client = threading.Thread(target=slow_request)
+    client.start()
+    try:
+        deadline = time.monotonic() + 10
+        while status(haproxy)["app1"]["sessions"] != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status(haproxy)["app1"]["sessions"] == 1
+        proc = subprocess.Popen([sys.executable, str(SCRIPT), "--config", haproxy["config"], "drain", "--wait",
+                                 "--timeout", "20", "--interval", "0.1", "app1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Drained at once, and still waiting while the request is in flight.
+        deadline = time.monotonic() + 10
+        while status(haproxy)["app1"]["admin"] != "drain" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status(haproxy)["app1"]["status"] == "DRAIN"
+        time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        released = time.monotonic()
+        _App.release.set()
+        client.join(30)
+    out, err = proc.communicate(timeout=30)
+    waited = time.monotonic() - released
+    print(f"drain --wait returned {waited:.2f}s after the last session ended")
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["be_app/app1: ready -> drain",
+                                "be_app/app1: drained (0 sessions) (admin drain, status DRAIN, check L7OK/200, "
+                                "sessions 0)"], out
+    assert result["answer"].split(b"\r\n")[0].endswith(b" 200 OK"), result
+    assert waited < 5
+
+
+def test_real_drain_wait_times_out_while_a_session_stays(haproxy):
+    assert ctl_run(haproxy, "ready", "--wait", "app1", "--timeout", "10").returncode == 0
+    _App.release.clear()
+    client = threading.Thread(target=lambda: socket.create_connection(("127.0.0.1", haproxy["front"]), timeout=30)
+                              .sendall(b"GET /slow HTTP/1.1\r\nHost: test\r\n\r\n"))
+    try:
+        client.start()
+        deadline = time.monotonic() + 10
+        while status(haproxy)["app1"]["sessions"] != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        res = ctl_run(haproxy, "drain", "--wait", "--timeout", "1", "app1")
+        assert res.returncode == 4, res
+        assert res.stdout.strip() == "be_app/app1: ready -> drain"
+        assert "timed out after 1s waiting for be_app/app1 to be drained (0 sessions)" in res.stderr
+    finally:
+        _App.release.set()
+        client.join(30)
+    assert ctl_run(haproxy, "ready", "--wait", "app1", "--timeout", "10").returncode == 0
+
+
+def test_real_ready_wait_returns_once_up(haproxy):
+    assert ctl_run(haproxy, "maint", "app1").returncode == 0
+    t0 = time.monotonic()
+    res = ctl_run(haproxy, "ready", "--wait", "--timeout", "10", "app1")
+    print(f"ready --wait out of maintenance: UP after {time.monotonic() - t0:.2f}s")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "be_app/app1: maint -> ready"
+    assert lines[1].startswith("be_app/app1: UP (admin ready, status UP")
+    # Out of maintenance HAProxy counts it UP at once, at the lowest health ("UP 1/2") until a check passes.
+    assert status(haproxy)["app1"]["status"].split(" ")[0] == "UP"
+    # Already ready and UP: nothing changes, and the wait returns at once.
+    res = ctl_run(haproxy, "ready", "--wait", "app1")
+    assert res.returncode == 0 and res.stdout.splitlines()[0] == "be_app/app1: already ready"
+
+
+def test_real_ready_wait_times_out_on_a_server_that_stays_down(haproxy):
+    res = ctl_run(haproxy, "ready", "--wait", "--timeout", "1", "app2")
+    assert res.returncode == 4, res
+    assert "timed out after 1s waiting for be_app/app2 to be UP" in res.stderr and "status DOWN" in res.stderr
+
+
+def test_real_drain_wait_keep_last_and_missing_return_at_once(haproxy):
+    assert ctl_run(haproxy, "ready", "--wait", "app1", "--timeout", "10").returncode == 0
+    # app2 is DOWN: app1 is the only server in rotation, kept, and nothing to wait for.
+    res = ctl_run(haproxy, "drain", "--keep-last", "--wait", "--timeout", "1", "app1")
+    assert res.returncode == 0, res.stderr
+    assert ctl.KEPT in res.stdout and "in rotation, not drained: nothing to wait for" in res.stdout
+    res = ctl_run(haproxy, "drain", "--wait", "--missing-ok", "app9")
+    assert res.returncode == 0 and "not in this HAProxy" in res.stdout
+    res = ctl_run(haproxy, "ready", "--wait", "--missing-ok", "app9")
+    assert res.returncode == 0 and "not in this HAProxy" in res.stdout

@@ -9,13 +9,18 @@ app playbook, the end-to-end tests, the runbooks). Installed by roles/haproxy as
     ssai-haproxy status [--json]             servers: admin state, status, check, sessions
     ssai-haproxy drain app1                  set server <backend>/app1 state drain
     ssai-haproxy drain --keep-last app1      ... unless app1 is the only server in rotation
+    ssai-haproxy drain --wait app1           ... then wait until it has 0 current sessions (one call)
     ssai-haproxy ready app1                  ... state ready (out of drain or maintenance)
+    ssai-haproxy ready --wait app1           ... then wait until the health check reports it UP
     ssai-haproxy maint app1                  ... state maint
     ssai-haproxy wait-drained app1 --timeout 60   until app1 (drained) has 0 current sessions
     ssai-haproxy wait-up app1 --timeout 90        until the health check reports app1 UP
     ssai-haproxy api show table st_login     any other runtime API command, answer printed as is
 
 --missing-ok: a server this HAProxy does not know (not added yet) is nothing to do.
+--wait (drain, ready): the change and its wait-drained / wait-up in one call, with
+--timeout and --interval as those take them (a release's drained window is a few
+round trips to each edge host, not two per state change).
 
 Exit codes: 0 done; 1 failed (unknown server, refused command); 2 usage;
 3 no runtime API (HAProxy not running, or the socket is missing); 4 timed out.
@@ -213,6 +218,20 @@ def cmd_set_state(api: RuntimeApi, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drain(api: RuntimeApi, args: argparse.Namespace) -> int:
+    code = cmd_set_state(api, args)
+    if code or not args.wait:
+        return code
+    return cmd_wait_drained(api, args)
+
+
+def cmd_ready(api: RuntimeApi, args: argparse.Namespace) -> int:
+    code = cmd_set_state(api, args)
+    if code or not args.wait:
+        return code
+    return cmd_wait_up(api, args)
+
+
 def _wait(api: RuntimeApi, args: argparse.Namespace, what: str, done) -> int:
     deadline = time.monotonic() + args.timeout
     while True:
@@ -286,18 +305,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a server this HAProxy does not know is nothing to do (exit 0)")
     waiting = argparse.ArgumentParser(add_help=False)
     waiting.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait at most (default: 60)")
-    waiting.add_argument("--interval", type=_seconds, default=0.5, help="seconds between checks (default: 0.5)")
+    # Each check is two runtime API commands on the local socket: cheap enough to poll often.
+    waiting.add_argument("--interval", type=_seconds, default=0.2, help="seconds between checks (default: 0.2)")
 
     status = sub.add_parser("status", help="the backend's servers: admin state, status, check, current sessions")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
-    drain = sub.add_parser("drain", parents=[server], help="no new sessions for the server (state drain)")
+    drain = sub.add_parser("drain", parents=[server, waiting], help="no new sessions for the server (state drain)")
     drain.add_argument("--keep-last", action="store_true",
                        help=f"leave the server in rotation when no other server is ready and UP; prints '{KEPT}'")
-    drain.set_defaults(func=cmd_set_state)
-    for state, text in (("ready", "back into rotation, out of drain or maintenance (state ready)"),
-                        ("maint", "out of rotation and health checks (state maint)")):
-        sub.add_parser(state, parents=[server], help=text).set_defaults(func=cmd_set_state)
+    drain.add_argument("--wait", action="store_true",
+                       help="then wait until it has 0 current sessions (as wait-drained; --timeout, --interval)")
+    drain.set_defaults(func=cmd_drain)
+    ready = sub.add_parser("ready", parents=[server, waiting],
+                           help="back into rotation, out of drain or maintenance (state ready)")
+    ready.add_argument("--wait", action="store_true",
+                       help="then wait until the health check reports it UP (as wait-up; --timeout, --interval)")
+    ready.set_defaults(func=cmd_ready)
+    sub.add_parser("maint", parents=[server],
+                   help="out of rotation and health checks (state maint)").set_defaults(func=cmd_set_state)
     sub.add_parser("wait-drained", parents=[server, waiting],
                    help="wait until the server has 0 current sessions").set_defaults(func=cmd_wait_drained)
     sub.add_parser("wait-up", parents=[server, waiting],

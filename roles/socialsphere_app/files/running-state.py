@@ -14,9 +14,13 @@ access-token lifetime, the database user of the process and of the environment f
 this host's clock, the release `current` points to and the release each Gunicorn
 worker runs (`workers`: the name of each child's working directory, which
 gunicorn.conf.py sets to the release it resolved; during a reload the old workers
-still show the old one). Used by the socialsphere_app role (tasks_from: running;
-check_activation restarts a Gunicorn older than its environment file; activation
-waits until every worker runs the new release) and by playbooks/rotate-secrets.yml.
+still show the old one), and `pending`: what <root>/.activation-pending asks of the
+next activation (reload, restart; written by tasks_from: stage when the Gunicorn
+configuration or unit changed, removed by socialsphere-switch.py once applied).
+Used by the socialsphere_app role (tasks_from: running; tasks_from: stage restarts
+a Gunicorn older than its environment file; socialsphere-switch.py, installed beside
+it, waits with it until every worker runs the new release) and by
+playbooks/rotate-secrets.yml.
 """
 import json
 import os
@@ -27,6 +31,8 @@ import urllib.parse
 
 # The app's default (app/socialsphere/config.py: SOCIALSPHERE_ACCESS_TOKEN_TTL).
 DEFAULT_ACCESS_TTL = 900
+# What the next activation must do (socialsphere-switch.py removes it once done).
+PENDING = ".activation-pending"
 
 
 def main_pid(unit):
@@ -96,9 +102,14 @@ def main():
     state = {"unit": unit, "now": time.time(), "running": False, "pid": 0, "started": None,
              "env_mtime": None, "env_stale": False, "jwt_kids": [], "jwt_active_kid": "",
              "access_ttl": DEFAULT_ACCESS_TTL, "release": "", "workers": [], "db_user": "", "env_db_user": "",
-             "error": ""}
+             "pending": "", "error": ""}
     try:
         state["release"] = os.path.basename(os.readlink(os.path.join(root, "current")))
+    except OSError:
+        pass
+    try:
+        with open(os.path.join(root, PENDING), encoding="utf-8") as f:
+            state["pending"] = f.read().strip()
     except OSError:
         pass
     try:
