@@ -22,8 +22,8 @@ export SSAI_VAULT_PASSWORD_FILE="${SSAI_VAULT_PASSWORD_FILE:-$repo/.lab/vault-pa
 
 exec python3 - "${VERSION:-}" <<'PY'
 import os, sys, time
-sys.path[:0] = ["tests/e2e"]
-from labutil import lab_inventory_data
+sys.path[:0] = ["tests", "tests/e2e"]
+from labkit.inventory import lab_inventory_data
 from test_app_support import Edge, LoadGenerator, build_release, fab
 
 inv = lab_inventory_data()

@@ -2,7 +2,7 @@
 `make lab` built."""
 import pytest
 
-from labutil import INVENTORY, VAULT_PASS, lab_inventory_data
+from labkit.inventory import INVENTORY, VAULT_PASS, lab_inventory_data
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.parse
 
-from labutil import parse_recap
+from labkit.inventory import parse_recap
 from ssai_facts import postgresql_version_of_os_release
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from labutil import REPO
+from labkit.inventory import REPO
 from test_app_support import Edge, lab_all_vars
 
 

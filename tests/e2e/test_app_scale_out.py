@@ -12,7 +12,7 @@ import time
 import pytest
 
 from edge_support import vip_holder
-from labutil import lab_inventory_data, run_playbook
+from labkit.inventory import lab_inventory_data, run_playbook
 from test_app_support import Edge, current_release, group_hosts, haproxy_servers, labctl
 from userload import lab_user_load
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from labutil import INVENTORY, REPO, VAULT_PASS, ansible_env
+from labkit.inventory import INVENTORY, REPO, VAULT_PASS, ansible_env
 from userload import dropped as _dropped
 
 READ_PATH = os.environ.get("SSAI_E2E_READ_PATH", "/api/v1/plans")

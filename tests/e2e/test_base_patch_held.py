@@ -25,7 +25,7 @@ import pytest
 
 import db_support
 from edge_support import vip_holder, wait_vip_holder
-from labutil import parse_recap, run_playbook
+from labkit.inventory import parse_recap, run_playbook
 from test_app_support import Edge, LoadGenerator, group_hosts, lab_exec
 
 

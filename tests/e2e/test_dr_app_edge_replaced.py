@@ -30,7 +30,7 @@ import time
 import pytest
 
 from edge_support import served_serial, vip_holder, wait_vip_holder
-from labutil import parse_recap, run_playbook
+from labkit.inventory import parse_recap, run_playbook
 from test_app_support import (
     Edge,
     LoadGenerator,

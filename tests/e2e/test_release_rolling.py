@@ -31,7 +31,7 @@ import time
 
 import pytest
 
-from labutil import parse_recap, run_playbook
+from labkit.inventory import parse_recap, run_playbook
 from rotation_watch import RotationWatch, per_host_report
 from test_app_support import (
     Edge,

@@ -31,7 +31,7 @@ import time
 
 import pytest
 
-from labutil import INVENTORY, REPO, VAULT_PASS, ansible_env, parse_recap, run_playbook
+from labkit.inventory import INVENTORY, REPO, VAULT_PASS, ansible_env, parse_recap, run_playbook
 from test_app_support import (
     Edge,
     build_release,

@@ -36,7 +36,7 @@ from collections import Counter
 
 import pytest
 
-from labutil import INVENTORY, REPO, VAULT_PASS, lab_inventory_data, parse_recap, run_playbook
+from labkit.inventory import INVENTORY, REPO, VAULT_PASS, lab_inventory_data, parse_recap, run_playbook
 from test_app_support import (
     Edge,
     HaproxyWatch,

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from labutil import BIN, INVENTORY, REPO, VAULT_PASS, ansible_env, parse_recap, run_playbook
+from labkit.inventory import BIN, INVENTORY, REPO, VAULT_PASS, ansible_env, parse_recap, run_playbook
 from test_app_support import group_hosts, host_address, lab_all_vars, lab_exec
 
 REMOTE_DIR = "/var/backups/socialsphere-state"

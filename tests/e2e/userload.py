@@ -692,6 +692,6 @@ class UserLoad:
 def lab_user_load(edge, **kwargs) -> UserLoad:
     """A UserLoad on the lab: the accounts' secret is the lab's vault password file (never
     printed; a rebuilt lab has a new one, hence new accounts)."""
-    from labutil import VAULT_PASS
+    from labkit.inventory import VAULT_PASS
 
     return UserLoad(edge, VAULT_PASS.read_bytes(), **kwargs)
