@@ -2,6 +2,7 @@
 `make lab` built."""
 import pytest
 
+from labkit.edge import Edge
 from labkit.inventory import INVENTORY, VAULT_PASS, lab_inventory_data
 
 
@@ -10,3 +11,9 @@ def lab_inventory():
     if not INVENTORY.exists() or not VAULT_PASS.exists():
         pytest.fail(f"the lab is not up ({INVENTORY} missing): run `make lab` first")
     return lab_inventory_data()
+
+
+@pytest.fixture(scope="module")
+def edge(lab_inventory):
+    """The client of the edge path (VIP, TLS verified against Pebble's root)."""
+    return Edge.from_inventory(lab_inventory)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import subprocess
 
+from labkit.edge import Edge
+from labkit.hosts import lab_all_vars
 from labkit.inventory import REPO
-from test_app_support import Edge, lab_all_vars
 
 
 def _request(edge: Edge, method: str, path: str, body: dict | None = None, token: str = ""):

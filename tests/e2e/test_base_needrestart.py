@@ -26,9 +26,10 @@ import time
 import pytest
 
 import db_support
-from edge_support import vip_holder, wait_vip_holder
+from labkit.edge import Edge, vip_holder, wait_vip_holder
+from labkit.hosts import group_hosts, lab_exec
 from labkit.inventory import parse_recap, run_playbook
-from test_app_support import Edge, LoadGenerator, group_hosts, lab_exec
+from labkit.load import LoadGenerator
 
 # What the apt hook (/usr/lib/needrestart/apt-pinvoke) runs after a dpkg run.
 APT_HOOK = ["env", "DEBIAN_FRONTEND=noninteractive", "needrestart", "-m", "u", "-r", "a"]

@@ -30,7 +30,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import db_support  # noqa: E402
 from db_support import max_archived, repo_info, repo_of, switch_wal, wait_archived  # noqa: E402
-from test_app_support import destroy, labctl  # noqa: E402
+from labkit.hosts import destroy, labctl  # noqa: E402
 
 CHECKSUM = "SELECT count(*) || ':' || coalesce(md5(string_agg(id::text, ',' ORDER BY id)), '') FROM {table}"
 

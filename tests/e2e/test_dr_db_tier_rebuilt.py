@@ -35,8 +35,9 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import db_support  # noqa: E402
 from db_support import switch_wal, wait_archived  # noqa: E402
+from labkit.edge import READ_PATH, Edge  # noqa: E402
+from labkit.hosts import destroy, labctl  # noqa: E402
 from ssai_facts import role_default  # noqa: E402
-from test_app_support import READ_PATH, Edge, destroy, labctl  # noqa: E402
 
 SENTINEL = "drill_tier_rebuilt"
 # Every row of a table, in a stable order: count and md5 (the same query for any table).

@@ -11,8 +11,8 @@ import threading
 import time
 
 import db_support
-from edge_support import Edge, domain, group_hosts, host_address, lab_exec, vip, vip_holder
-from test_app_support import READ_PATH, fail2ban_banned, pebble_root
+from labkit.edge import READ_PATH, Edge, domain, pebble_root, vip, vip_holder
+from labkit.hosts import fail2ban_banned, group_hosts, host_address, lab_exec
 
 FLOOD = 40
 LOGIN_MAX = 10  # roles/haproxy: haproxy_ratelimit_login_max (per client IP and minute)

@@ -3,8 +3,7 @@ redirects to HTTPS (except the ACME path), HSTS and security headers, request id
 import http.client
 import json
 
-from edge_support import Edge, domain, served_certificate, vip
-from test_app_support import READ_PATH
+from labkit.edge import READ_PATH, Edge, domain, served_certificate, vip
 
 
 def test_https_through_vip_reaches_app(lab_inventory):

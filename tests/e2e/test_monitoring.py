@@ -21,7 +21,7 @@ import urllib.request
 
 import pytest
 
-from test_app_support import group_hosts, host_address, lab_all_vars, lab_exec
+from labkit.hosts import group_hosts, host_address, lab_all_vars, lab_exec
 
 JOBS = {  # job -> groups whose hosts are its targets (roles/prometheus defaults)
     "node": ["all"], "postgres": ["db"], "haproxy": ["edge"], "nginx": ["edge"], "app": ["app"],

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from db_support import Cluster
-from test_app_support import group_hosts, lab_exec
+from labkit.hosts import group_hosts, lab_exec
 from test_monitoring import Monitoring
 
 FAULT_TIMEOUT = 300

@@ -21,7 +21,8 @@ import uuid
 
 import pytest
 
-from test_app_support import READ_PATH, Edge, group_hosts, host_address, lab_exec
+from labkit.edge import READ_PATH, Edge
+from labkit.hosts import group_hosts, host_address, lab_exec
 
 REMOTE_DIR = "/var/log/journal/remote"
 FIND_REQUEST = "/usr/local/bin/ssai-find-request"
