@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-import db_support
+from labkit import db
 from labkit.edge import Edge, vip_holder, wait_vip_holder
 from labkit.hosts import group_hosts, lab_exec
 from labkit.inventory import parse_recap, run_playbook
@@ -72,7 +72,7 @@ def lab(lab_inventory):
 
 def test_needrestart_leaves_the_held_services_to_the_patch_playbook(lab):
     inv = lab
-    cluster = db_support.Cluster()
+    cluster = db.Cluster()
     primary = cluster.primary()
     replica = next(h for h in cluster.db if h != primary)
     holder = wait_vip_holder(inv, timeout=60)

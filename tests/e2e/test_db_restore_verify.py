@@ -14,15 +14,12 @@ Each run prints its figures (wall time, restore and WAL replay seconds).
 Run: pytest -s tests/e2e/test_db_restore_verify.py
 """
 import json
-import pathlib
 import re
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import db_support  # noqa: E402
+from labkit import db
 from test_monitoring import Monitoring  # noqa: E402
 
 REPORT = "/var/lib/pgbackrest-verify/last-run.json"
@@ -33,7 +30,7 @@ SAVED = "/var/lib/pgbackrest-drill-original"
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db_support.Cluster()
+    c = db.Cluster()
     if not c.db or not c.backup:
         pytest.skip("needs db and backup hosts in the inventory")
     return c
@@ -88,7 +85,7 @@ def test_corrupted_backup_fails_the_verification_and_its_metric(cluster, lab_inv
     before = json.loads(cluster.run(host, f"cat {REPORT}", check=True).stdout)
     assert before["success"], "runs after the passing verification"
     label = before["backup_label"]
-    backup_dir = f"/var/lib/pgbackrest/backup/{db_support.STANZA}/{label}"
+    backup_dir = f"/var/lib/pgbackrest/backup/{db.STANZA}/{label}"
     # the largest data file of the newest backup (a table of one of the databases; not
     # backup.manifest, which pgBackRest reads from its .copy when it is damaged)
     victim = cluster.run(host, f"find {backup_dir}/pg_data -type f -printf '%s %p\\n' | sort -n | tail -1 | cut -d' ' -f2-",

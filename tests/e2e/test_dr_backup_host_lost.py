@@ -21,23 +21,22 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import db_support  # noqa: E402
-from db_support import max_archived, repo_info, repo_of, switch_wal, wait_archived  # noqa: E402
-from labkit.hosts import destroy, labctl  # noqa: E402
+from labkit import db
+from labkit.db import max_archived, repo_info, repo_of, switch_wal, wait_archived
+from labkit.hosts import destroy, labctl
+from labkit.writer import APP_PYTHON, WRITER, read_log
 
 CHECKSUM = "SELECT count(*) || ':' || coalesce(md5(string_agg(id::text, ',' ORDER BY id)), '') FROM {table}"
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db_support.Cluster()
+    c = db.Cluster()
     if len(c.backup) < 2 or not c.db:
         pytest.skip("needs two repository hosts (group backup) and the db tier")
     return c
@@ -59,13 +58,13 @@ def test_backup_host_lost_while_writes_continue(cluster, lab_inventory):
                  "(id bigint PRIMARY KEY, written_at timestamptz NOT NULL)", db="socialsphere")
     workdir = tempfile.mkdtemp(prefix="dr-backup-")
     log_path, stop_path = os.path.join(workdir, "writes.log"), os.path.join(workdir, "stop")
-    writer = subprocess.Popen([str(db_support.APP_PYTHON), str(db_support.WRITER), cluster.app_url(), table,
+    writer = subprocess.Popen([str(APP_PYTHON), str(WRITER), cluster.app_url(), table,
                                log_path, stop_path, "3600"])
     try:
         deadline = time.time() + 60
-        while time.time() < deadline and len(db_support._read_log(log_path)[0] if os.path.exists(log_path) else []) < 30:
+        while time.time() < deadline and len(read_log(log_path)[0] if os.path.exists(log_path) else []) < 30:
             time.sleep(0.2)
-        assert len(db_support._read_log(log_path)[0]) >= 30, "the writer could not write before the drill"
+        assert len(read_log(log_path)[0]) >= 30, "the writer could not write before the drill"
 
         archived0, failed0 = archiver(cluster, primary)
         t_lost = time.time()
@@ -107,7 +106,7 @@ def test_backup_host_lost_while_writes_continue(cluster, lab_inventory):
         open(stop_path, "w", encoding="utf-8").close()
         writer.wait(timeout=60)
 
-    acks, errors = db_support._read_log(log_path)
+    acks, errors = read_log(log_path)
     figures.update(acknowledged_writes=len(acks), failed_writes=len(errors))
     final = switch_wal(cluster, primary)
     expected = cluster.psql(primary, CHECKSUM.format(table=table), db="socialsphere")

@@ -1,13 +1,11 @@
 """Lab hosts arrive like fresh cloud VMs: SSH as the deploy user with a key only,
 systemd running, passwordless sudo, the hostname of the inventory.
 
-Reads the generated lab inventory (env LAB_INVENTORY, default
-inventories/lab/hosts.yml); skips when the lab is not up.
+Reads the generated lab inventory (tests/labkit/inventory.py: SSAI_INVENTORY, else
+LAB_INVENTORY, default inventories/lab/hosts.yml); skips when the lab is not up.
 """
 
 import concurrent.futures
-import os
-import pathlib
 import re
 import socket
 import subprocess
@@ -16,10 +14,7 @@ import pytest
 
 yaml = pytest.importorskip("yaml")
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-INVENTORY = pathlib.Path(os.environ.get("LAB_INVENTORY", "inventories/lab/hosts.yml"))
-if not INVENTORY.is_absolute() and not INVENTORY.exists():
-    INVENTORY = REPO / INVENTORY  # relative to the repository, wherever pytest runs
+from labkit.inventory import INVENTORY  # noqa: E402  (after importorskip)
 
 
 def _load_inventory():

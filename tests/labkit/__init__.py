@@ -16,3 +16,12 @@ built (or any inventory with the same groups).
 Importable as `labkit` wherever tests/ is on sys.path (tests/conftest.py puts it there;
 the benches insert it). Traffic goes only to the lab's own addresses.
 """
+import pathlib
+import sys
+
+# plugins/filter/ssai_facts.py: the deployment's shared facts (labkit.db reads the
+# PostgreSQL version map there), importable wherever labkit is (tests/conftest.py adds it
+# for pytest; the benches only put tests/ on sys.path).
+_FILTERS = str(pathlib.Path(__file__).resolve().parents[2] / "plugins" / "filter")
+if _FILTERS not in sys.path:
+    sys.path.append(_FILTERS)
