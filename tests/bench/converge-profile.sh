@@ -5,10 +5,10 @@
 # profile_roles, shipped with the ansible package) and prints the wall time,
 # the recap totals, the slowest tasks and the slowest roles.
 #   tests/bench/converge-profile.sh [PLAYBOOK] [RUNS]      (or: make profile)
-# SSAI_INVENTORY (default inventories/lab/hosts.yml; LAB_INVENTORY when unset: the
-# tests' variables, tests/labkit/inventory.py), LAB_VAULT_PASS (default
-# .lab/vault-pass), PROFILE_TOP (default 25 tasks), PROFILE_LOG_DIR (default a
-# new directory under /tmp; every run's full output is kept there).
+# LAB_INVENTORY (default inventories/lab/hosts.yml), LAB_VAULT_PASS (default
+# .lab/vault-pass): the tests' variables (tests/labkit/inventory.py); PROFILE_TOP
+# (default 25 tasks), PROFILE_LOG_DIR (default a new directory under /tmp; every
+# run's full output is kept there).
 # With RUNS > 1 the playbook runs that many times and the median wall time is
 # printed too (the first run of a fresh lab converges; the later ones are no-ops).
 set -euo pipefail
@@ -17,7 +17,7 @@ cd "$repo"
 export PATH="$repo/.venv/bin:$PATH" ANSIBLE_CONFIG="$repo/ansible.cfg"   # make venv
 playbook="${1:-playbooks/site.yml}"
 runs="${2:-1}"
-inventory="${SSAI_INVENTORY:-${LAB_INVENTORY:-inventories/lab/hosts.yml}}"
+inventory="${LAB_INVENTORY:-inventories/lab/hosts.yml}"
 vault="${LAB_VAULT_PASS:-.lab/vault-pass}"
 top="${PROFILE_TOP:-25}"
 logdir="${PROFILE_LOG_DIR:-$(mktemp -d /tmp/converge-profile.XXXXXX)}"

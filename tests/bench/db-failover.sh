@@ -5,9 +5,9 @@
 # again (must report changed=0). Prints RTO and lost acknowledged writes per
 # run and, with several runs, the medians per mode.
 #   tests/bench/db-failover.sh [async|sync|both] [RUNS]     (default: both 1)
-# Target: SSAI_INVENTORY (default inventories/lab/hosts.yml, or LAB_INVENTORY when
-# set; the Molecule db-cluster inventory works too), LAB_VAULT_PASS (default
-# .lab/vault-pass); tests/labkit/inventory.py reads them.
+# Target: LAB_INVENTORY (default inventories/lab/hosts.yml; the Molecule
+# db-cluster inventory works too), LAB_VAULT_PASS (default .lab/vault-pass):
+# tests/labkit/inventory.py reads them.
 # DB_E2E_LOG_DIR keeps every playbook's output (add
 # ANSIBLE_CALLBACKS_ENABLED=profile_tasks for per-task times).
 # Traffic goes only to the inventory's database addresses; the writer stops by

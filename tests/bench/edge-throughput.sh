@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Edge-path throughput vs. one Gunicorn, in the lab, on this machine.
 #   tests/bench/edge-throughput.sh [path] [seconds] [connections]
-#   RUNS=3 BENCH_THREADS=2 SSAI_INVENTORY=inventories/lab/hosts-<lab>.yml tests/bench/edge-throughput.sh
+#   RUNS=3 BENCH_THREADS=2 LAB_INVENTORY=inventories/lab/hosts-<lab>.yml tests/bench/edge-throughput.sh
 # Runs wrk (keep-alive, --latency) RUNS times (default 3) against a representative
 # read endpoint, alternating:
 #   edge:   through the whole edge path: VIP -> Nginx (TLS) -> HAProxy -> Gunicorn (all app hosts)
@@ -20,7 +20,7 @@ seconds="${2:-15}"
 conns="${3:-32}"
 threads="${BENCH_THREADS:-2}"
 runs="${RUNS:-3}"
-inventory="${SSAI_INVENTORY:-${LAB_INVENTORY:-$repo/inventories/lab/hosts.yml}}"
+inventory="${LAB_INVENTORY:-$repo/inventories/lab/hosts.yml}"
 
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 2; }
 ((seconds <= 120)) || { echo "at most 120 s per run" >&2; exit 2; }

@@ -4,7 +4,7 @@
 #   tests/bench/lynis.sh                 all hosts of inventories/lab/hosts.yml
 #   tests/bench/lynis.sh edge1 db1       some hosts
 #   LYNIS_MIN=80 tests/bench/lynis.sh    exit 1 if a host scores below LYNIS_MIN
-# Env: SSAI_INVENTORY (default inventories/lab/hosts.yml; LAB_INVENTORY when unset), LAB_VAULT_PASS
+# Env: LAB_INVENTORY (default inventories/lab/hosts.yml), LAB_VAULT_PASS
 # (default .lab/vault-pass: the lab's group_vars read the vault), LYNIS_REPORT_DIR
 # (default .lab/lynis: each host's report, log, suggestions and the points it
 # lost per test are kept there).
@@ -17,7 +17,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
 export PATH="$repo/.venv/bin:$PATH" ANSIBLE_CONFIG="$repo/ansible.cfg" ANSIBLE_NOCOLOR=1
-inventory="${SSAI_INVENTORY:-${LAB_INVENTORY:-inventories/lab/hosts.yml}}"
+inventory="${LAB_INVENTORY:-inventories/lab/hosts.yml}"
 outdir="${LYNIS_REPORT_DIR:-$repo/.lab/lynis}"
 min="${LYNIS_MIN:-0}"
 pattern="${*:-all}"

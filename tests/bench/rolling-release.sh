@@ -7,7 +7,7 @@
 #   tests/bench/rolling-release.sh                # new release = checkout re-versioned (.bench<time>)
 #   VERSION=1.0.0+gabc12345 tests/bench/rolling-release.sh
 #   RPS=60 THREADS=6 DURATION_MAX=600 tests/bench/rolling-release.sh
-#   SSAI_INVENTORY=inventories/lab/hosts-<lab>.yml tests/bench/rolling-release.sh  # another lab
+#   LAB_INVENTORY=inventories/lab/hosts-<lab>.yml tests/bench/rolling-release.sh   # another lab
 #
 # Needs the lab up and deployed (make lab). Exit status 1 when a request failed.
 set -euo pipefail
@@ -15,7 +15,6 @@ repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
 export PATH="$repo/.venv/bin:$PATH"
 export SSAI_E2E_LOAD_RPS="${RPS:-60}" SSAI_E2E_LOAD_THREADS="${THREADS:-6}" SSAI_E2E_LOAD_MAX_SECONDS="${DURATION_MAX:-600}"
-export SSAI_INVENTORY="${SSAI_INVENTORY:-${LAB_INVENTORY:-$repo/inventories/lab/hosts.yml}}"
 echo "# before: $(uptime)"
 export SSAI_VAULT_PASSWORD_FILE="${SSAI_VAULT_PASSWORD_FILE:-$repo/.lab/vault-pass}"
 

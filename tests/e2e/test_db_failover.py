@@ -2,7 +2,7 @@
 rejoin, converge again. Asserts correctness (writes resume on the new primary,
 no acknowledged write lost in synchronous mode, the old primary streams again,
 second run changed=0); the timings are printed (tests/bench/db-failover.sh).
-Run: SSAI_INVENTORY=... pytest tests/e2e/test_db_failover.py -s
+Run: LAB_INVENTORY=... pytest tests/e2e/test_db_failover.py -s
 """
 
 import pytest

@@ -1,6 +1,6 @@
 """Database tier in a running environment: streaming replication, a row replicated,
 pgBackRest check, full + differential backups listed, encrypted repository.
-Run: SSAI_INVENTORY=... pytest tests/e2e/test_db_replication.py
+Run: LAB_INVENTORY=... pytest tests/e2e/test_db_replication.py
 """
 import json
 import time

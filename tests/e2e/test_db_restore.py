@@ -1,7 +1,7 @@
 """Restore drill (issue 5): sentinel rows, note the time (or create a named restore
 point), DROP TABLE, point-in-time restore to before the drop (playbooks/db-restore.yml, scratch mode on the replica)
 -> table and rows back with equal count and checksum.
-Run: SSAI_INVENTORY=... pytest tests/e2e/test_db_restore.py -s
+Run: LAB_INVENTORY=... pytest tests/e2e/test_db_restore.py -s
 """
 import json
 import pathlib

@@ -3,7 +3,7 @@ multi-host URL while playbooks/db-switchover.yml swaps primary and replica.
 Asserts: no acknowledged write lost, writes resume on the new primary, the old
 primary streams from it, and db.yml with the roles swapped in the inventory
 changes nothing. Runs the swap twice so the cluster ends as it started.
-Run: SSAI_INVENTORY=... pytest tests/e2e/test_db_switchover.py -s
+Run: LAB_INVENTORY=... pytest tests/e2e/test_db_switchover.py -s
 """
 
 import pytest

@@ -1,8 +1,8 @@
 """Lab hosts arrive like fresh cloud VMs: SSH as the deploy user with a key only,
 systemd running, passwordless sudo, the hostname of the inventory.
 
-Reads the generated lab inventory (tests/labkit/inventory.py: SSAI_INVENTORY, else
-LAB_INVENTORY, default inventories/lab/hosts.yml); skips when the lab is not up.
+Reads the generated lab inventory (env LAB_INVENTORY, default
+inventories/lab/hosts.yml: tests/labkit/inventory.py); skips when the lab is not up.
 """
 
 import concurrent.futures

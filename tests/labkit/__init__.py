@@ -2,7 +2,7 @@
 the benches (tests/bench): the one place that knows how to reach the lab that `make lab`
 built (or any inventory with the same groups).
 
-    inventory  which inventory (SSAI_INVENTORY), its vault, `ansible-inventory --list`,
+    inventory  which inventory (LAB_INVENTORY), its vault, `ansible-inventory --list`,
                playbook runs against it (tests/ansible_run.py: one runner, one recap parser)
     hosts      commands on lab hosts (docker exec, or ssh like Ansible), labctl, fab, releases
     edge       the client of the edge path (VIP, TLS with Pebble's root), the VIP holder

@@ -4,7 +4,7 @@ playbooks with a role overlay), the repositories, and the failover and switchove
 under the continuous writer (labkit.writer).
 
 The drills run against any inventory with db and backup hosts (labkit.inventory:
-SSAI_INVENTORY, comma separated; the Molecule scenario's inventory works too,
+LAB_INVENTORY, comma separated; the Molecule scenario's inventory works too,
 ~/.ansible/tmp/molecule.*.db-cluster/inventory after `molecule converge -s db-cluster`;
 LAB_VAULT_PASS when the file exists). Also:
   DB_E2E_LOG_DIR     optional: write every playbook's output there (<HHMMSS>-<playbook>.log)

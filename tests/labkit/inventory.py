@@ -1,13 +1,15 @@
 """Which lab the tests talk to, and Ansible runs against it.
 
-SSAI_INVENTORY   inventory source(s), comma separated (later ones win), default
-                 inventories/lab/hosts.yml; the variable of fabfile.py too, so `fab`
-                 and the tests read one inventory. A relative path is taken from the
-                 repository when it does not exist from the working directory. The
-                 Molecule db-cluster inventory works for the database drills
-                 (~/.ansible/tmp/molecule.*.db-cluster/inventory).
-                 LAB_INVENTORY, lab/labctl's variable (where it writes the inventory of a
-                 lab with another LAB_NAME), is read when SSAI_INVENTORY is not set.
+LAB_INVENTORY    inventory source(s), comma separated (later ones win), default
+                 inventories/lab/hosts.yml: lab/labctl's variable too (where it writes
+                 the inventory of a lab with another LAB_NAME), so labctl and the tests
+                 name one lab. A relative path is taken from the repository when it does
+                 not exist from the working directory. The Molecule db-cluster inventory
+                 works for the database drills (~/.ansible/tmp/molecule.*.db-cluster/inventory).
+                 Not SSAI_INVENTORY: that is the operator's variable for `fab` (the
+                 release runbook exports it for production), and the drills kill and
+                 destroy hosts; labkit.release.fab passes it as this inventory. An
+                 inventory of the repository outside inventories/lab/ is refused.
 LAB_VAULT_PASS   the vault password file (default .lab/vault-pass); passed to Ansible
                  when it exists.
 
@@ -33,8 +35,12 @@ def _source(raw: str) -> str:
     return raw
 
 
-SOURCES: list[str] = [_source(s) for s in (os.environ.get("SSAI_INVENTORY") or os.environ.get("LAB_INVENTORY")
-                                            or str(DEFAULT_INVENTORY)).split(",") if s]
+SOURCES: list[str] = [_source(s) for s in os.environ.get("LAB_INVENTORY", str(DEFAULT_INVENTORY)).split(",") if s]
+for _src in SOURCES:
+    _path = pathlib.Path(_src).resolve()
+    if _path.is_relative_to(REPO / "inventories") and not _path.is_relative_to(REPO / "inventories" / "lab"):
+        raise RuntimeError(f"LAB_INVENTORY={_src}: the lab tests and drills (they kill, destroy and rebuild hosts) "
+                           "run only against a lab: inventories/lab/hosts*.yml or a Molecule inventory")
 # The (first) inventory file: what `fab`, labctl and the vault scripts are given.
 INVENTORY = pathlib.Path(SOURCES[0])
 VAULT_PASS = pathlib.Path(os.environ.get("LAB_VAULT_PASS", REPO / ".lab/vault-pass"))
