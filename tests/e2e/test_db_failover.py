@@ -9,15 +9,12 @@ import pytest
 
 from labkit import db, writer
 
-pytestmark = pytest.mark.skipif(not writer.APP_PYTHON.exists(), reason="app/.venv (SQLAlchemy + psycopg2) missing")
+pytestmark = writer.requires_app_python
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db.Cluster()
-    if len(c.db) < 2 or not c.backup:
-        pytest.skip("needs two db hosts and a backup host in the inventory")
-    return c
+    return db.drill_cluster(db_hosts=2, backup_hosts=1)
 
 
 @pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])

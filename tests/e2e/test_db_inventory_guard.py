@@ -11,10 +11,7 @@ from labkit import db
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db.Cluster()
-    if len(c.db) < 2:
-        pytest.skip("needs two db hosts in the inventory")
-    return c
+    return db.drill_cluster(db_hosts=2, backup_hosts=0)
 
 
 def test_db_yml_refuses_roles_that_contradict_the_cluster(cluster):

@@ -13,10 +13,7 @@ from labkit import db
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db.Cluster()
-    if len(c.db) < 2 or not c.backup:
-        pytest.skip("needs two db hosts and a backup host in the inventory")
-    return c
+    return db.drill_cluster(db_hosts=2, backup_hosts=1)
 
 
 def test_streaming_and_row_replicated(cluster):

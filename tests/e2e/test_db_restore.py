@@ -18,10 +18,7 @@ CHECKSUM = ("SELECT count(*) || ':' || md5(string_agg(id || '=' || payload, ',' 
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db.Cluster()
-    if not c.db or not c.backup:
-        pytest.skip("needs db and backup hosts in the inventory")
-    return c
+    return db.drill_cluster()
 
 
 @pytest.mark.parametrize("target_type", ["time", "name"])

@@ -24,15 +24,7 @@ STOP_WRITERS = "systemctl stop 'socialsphere-*.timer' socialsphere.service"
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db.Cluster()
-    if len(c.db) < 2 or not c.backup:
-        pytest.skip("needs two db hosts and a backup host in the inventory")
-    primary = c.primary()
-    assert primary, "no primary is running"
-    assert c.role(primary) == "primary", (
-        f"{primary} runs as primary but the inventory says {c.role(primary)}: "
-        "switch back first (db-switchover.yml)")
-    return c
+    return db.drill_cluster(db_hosts=2, backup_hosts=1, inventory_roles=True)
 
 
 def _auto_conf(cluster, host):

@@ -30,10 +30,7 @@ SAVED = "/var/lib/pgbackrest-drill-original"
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db.Cluster()
-    if not c.db or not c.backup:
-        pytest.skip("needs db and backup hosts in the inventory")
-    return c
+    return db.drill_cluster()
 
 
 def verification(cluster, host):

@@ -26,10 +26,7 @@ SEGMENTS = 8  # WAL segments written while the replica is down (16 MB each)
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db.Cluster()
-    if len(c.db) < 2 or not c.backup:
-        pytest.skip("needs two db hosts and a backup host in the inventory")
-    return c
+    return db.drill_cluster(db_hosts=2, backup_hosts=1)
 
 
 def _slots(cluster, host):

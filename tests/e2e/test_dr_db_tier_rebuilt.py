@@ -46,14 +46,7 @@ STOP_TIMERS = "systemctl stop 'socialsphere-*.timer'"
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db.Cluster()
-    if len(c.db) < 2 or not c.backup or not c.groups.get("app"):
-        pytest.skip("needs two db hosts, a backup host and the app tier in the inventory")
-    primary = c.primary()
-    assert primary, "no primary is running"
-    assert c.role(primary) == "primary", (
-        f"{primary} runs as primary but the inventory says {c.role(primary)}: switch back first (db-switchover.yml)")
-    return c
+    return db.drill_cluster(db_hosts=2, backup_hosts=1, app=True, inventory_roles=True)
 
 
 def checksums(cluster, host, tables):

@@ -23,10 +23,12 @@ import tempfile
 import time
 import urllib.parse
 
+import pytest
+
 from labkit import inventory
 from labkit.hosts import remote_command
 from labkit.inventory import REPO, parse_recap
-from labkit.writer import APP_PYTHON, WRITER, read_log
+from labkit.writer import Writer
 from ssai_facts import postgresql_version_of_os_release
 
 STANZA = "socialsphere"
@@ -170,6 +172,24 @@ class Cluster:
                 "&connect_timeout=2")
 
 
+def drill_cluster(db_hosts=1, backup_hosts=1, app=False, inventory_roles=False):
+    """The Cluster of a drill's module fixture: skips when the inventory has fewer than
+    ``db_hosts`` db hosts or ``backup_hosts`` backup hosts (or no app tier, with ``app``);
+    with ``inventory_roles``, asserts that the host running as primary is the inventory's
+    primary (a drill that rebuilds or restores from the roles must not start from a
+    switched cluster)."""
+    c = Cluster()
+    if len(c.db) < db_hosts or len(c.backup) < backup_hosts or (app and not c.groups.get("app")):
+        needs = [f"{db_hosts} db host(s)", f"{backup_hosts} backup host(s)"] + (["the app tier"] if app else [])
+        pytest.skip(f"needs {', '.join(needs)} in the inventory (db: {c.db}, backup: {c.backup})")
+    if inventory_roles:
+        primary = c.primary()
+        assert primary, "no primary is running"
+        assert c.role(primary) == "primary", (
+            f"{primary} runs as primary but the inventory says {c.role(primary)}: switch back first (db-switchover.yml)")
+    return c
+
+
 # --- the repositories (the disaster drills: test_dr_backup_host_lost.py, test_dr_db_tier_rebuilt.py) ---
 def repo_of(cluster, host):
     """The pgBackRest repository number of a backup host."""
@@ -243,15 +263,9 @@ def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=No
     table = f"drill_{mode}_{int(time.time())}"
     cluster.psql(old, f"SET ROLE socialsphere_owner; CREATE TABLE {table} (id bigint PRIMARY KEY, written_at timestamptz NOT NULL)",
                  db="socialsphere")
-    workdir = tempfile.mkdtemp(prefix="db-drill-")
-    log_path, stop_path = os.path.join(workdir, "writes.log"), os.path.join(workdir, "stop")
-    writer = subprocess.Popen([str(APP_PYTHON), str(WRITER), cluster.app_url(), table, log_path, stop_path, "600"])
+    writer = Writer(cluster.app_url(), table, 600)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and (not os.path.exists(log_path) or len(read_log(log_path)[0]) < 30):
-            time.sleep(0.2)
-        before = len(read_log(log_path)[0])
-        assert before >= 30, "the writer could not write before the drill"
+        before = writer.wait_acknowledged()
 
         version = cluster.version(old)
         log(f"[{mode}] killing PostgreSQL on {old} (SIGKILL) after {before} acknowledged writes")
@@ -268,7 +282,7 @@ def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=No
         deadline = time.time() + 120
         first_ok = None
         while time.time() < deadline:
-            acks_now, errs_now = read_log(log_path)
+            acks_now, errs_now = writer.log()
             outage = [t for _, t in errs_now if t > t_kill]
             after = [t for _, t in acks_now if outage and t > min(outage)]
             if after:
@@ -278,10 +292,9 @@ def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=No
         assert first_ok, "no write succeeded on the new primary"
         time.sleep(2)
     finally:
-        open(stop_path, "w", encoding="utf-8").close()
-        writer.wait(timeout=30)
+        writer.stop()
 
-    acks, errors = read_log(log_path)
+    acks, errors = writer.log()
     present = {int(x) for x in cluster.psql(new, f"SELECT id FROM {table}", db="socialsphere").split()}
     lost = sorted(i for i, _ in acks if i not in present)
     figures = {
@@ -334,15 +347,9 @@ def switchover_drill(cluster, sync=None, log=print, second_run=True):
     table = f"drill_switchover_{int(time.time())}"
     cluster.psql(old, f"SET ROLE socialsphere_owner; CREATE TABLE {table} (id bigint PRIMARY KEY, written_at timestamptz NOT NULL)",
                  db="socialsphere")
-    workdir = tempfile.mkdtemp(prefix="db-drill-")
-    log_path, stop_path = os.path.join(workdir, "writes.log"), os.path.join(workdir, "stop")
-    writer = subprocess.Popen([str(APP_PYTHON), str(WRITER), cluster.app_url(), table, log_path, stop_path, "1800"])
+    writer = Writer(cluster.app_url(), table, 1800)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and (not os.path.exists(log_path) or len(read_log(log_path)[0]) < 30):
-            time.sleep(0.2)
-        before = len(read_log(log_path)[0])
-        assert before >= 30, "the writer could not write before the drill"
+        before = writer.wait_acknowledged()
         log(f"[switchover] {old} -> {new} after {before} acknowledged writes")
         t_play = time.time()
         result = cluster.playbook("db-switchover.yml", dict(extra, db_switchover_target=new))
@@ -350,7 +357,7 @@ def switchover_drill(cluster, sync=None, log=print, second_run=True):
         # the switchover playbook also converges db.yml, which can outlast it.
         deadline = time.time() + 60
         while time.time() < deadline:
-            acks_now, errs_now = read_log(log_path)
+            acks_now, errs_now = writer.log()
             outage = [t for _, t in errs_now if t >= t_play]
             if outage and any(t > min(outage) for _, t in acks_now):
                 break
@@ -359,10 +366,9 @@ def switchover_drill(cluster, sync=None, log=print, second_run=True):
             raise AssertionError("no write succeeded after the switchover")
         time.sleep(2)
     finally:
-        open(stop_path, "w", encoding="utf-8").close()
-        writer.wait(timeout=30)
+        writer.stop()
 
-    acks, errors = read_log(log_path)
+    acks, errors = writer.log()
     assert cluster.primary() == new, f"{new} is not the primary after the switchover"
     present = {int(x) for x in cluster.psql(new, f"SELECT id FROM {table}", db="socialsphere").split()}
     lost = sorted(i for i, _ in acks if i not in present)
