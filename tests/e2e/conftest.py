@@ -1,5 +1,6 @@
 """Fixtures shared by the end-to-end tests; they all share the one lab that
-`make lab` built."""
+`make lab` built. The helpers they use are the tests/labkit package (this directory
+holds test modules only)."""
 import pytest
 
 from labkit.edge import Edge

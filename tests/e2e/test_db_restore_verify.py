@@ -20,7 +20,7 @@ import time
 import pytest
 
 from labkit import db
-from test_monitoring import Monitoring  # noqa: E402
+from labkit.monitoring import Monitoring
 
 REPORT = "/var/lib/pgbackrest-verify/last-run.json"
 PROM = "/var/lib/prometheus/node-exporter/pgbackrest_restore_verify.prom"

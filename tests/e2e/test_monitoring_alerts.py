@@ -14,7 +14,7 @@ import pytest
 
 from labkit.db import Cluster
 from labkit.hosts import group_hosts, lab_exec
-from test_monitoring import Monitoring
+from labkit.monitoring import Monitoring
 
 FAULT_TIMEOUT = 300
 
