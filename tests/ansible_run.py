@@ -5,8 +5,10 @@ Importable from every test directory (tests/conftest.py puts tests/ on sys.path)
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
+import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BIN = pathlib.Path(sys.executable).parent
@@ -34,15 +36,52 @@ def local_os_as_supported():
     return json.dumps({"preflight_supported_os": [{"distribution": name, "version": version}]})
 
 
-def run_playbook(inventory, playbook, *extra, vault_pass=None, env=None, timeout=1800):
-    """Run playbooks/<playbook> against `inventory`; return (returncode, stdout + stderr)."""
-    cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory)]
+def playbook_command(inventory, playbook, *extra, vault_pass=None):
+    """The ansible-playbook command line: `inventory` is one source or a list of them (one
+    -i each, later ones win), `playbook` a name under playbooks/ or a path."""
+    sources = inventory if isinstance(inventory, list | tuple) else [inventory]
+    cmd = [str(BIN / "ansible-playbook")]
+    for source in sources:
+        cmd += ["-i", str(source)]
     if vault_pass:
         cmd += ["--vault-password-file", str(vault_pass)]
-    cmd += [str(REPO / "playbooks" / playbook), *extra]
+    return cmd + [str(REPO / "playbooks" / playbook), *extra]
+
+
+def run_playbook_process(inventory, playbook, *extra, vault_pass=None, env=None, timeout=1800, check=False):
+    """Run a playbook (see playbook_command); the CompletedProcess (stdout and stderr apart)
+    with ``elapsed`` (seconds) and ``cmd``."""
+    cmd = playbook_command(inventory, playbook, *extra, vault_pass=vault_pass)
+    started = time.time()
     proc = subprocess.run(cmd, cwd=REPO, env=env or ansible_env(), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=timeout, check=check)
+    proc.elapsed = time.time() - started
+    proc.started = started
+    return proc
+
+
+def run_playbook(inventory, playbook, *extra, vault_pass=None, env=None, timeout=1800):
+    """Run playbooks/<playbook> against `inventory`; return (returncode, stdout + stderr)."""
+    proc = run_playbook_process(inventory, playbook, *extra, vault_pass=vault_pass, env=env, timeout=timeout)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+_RECAP_LINE = re.compile(r"^(\S+)\s+:\s+((?:[a-z]+=\d+\s*)+)$")
+
+
+def parse_recap(output):
+    """PLAY RECAP lines → {host: {"ok": n, "changed": n, ...}} (the last recap of the
+    output). Lines after the recap that are not host counters (warnings printed at exit)
+    are ignored."""
+    recap, in_recap = {}, False
+    for line in output.splitlines():
+        if line.startswith("PLAY RECAP"):
+            in_recap, recap = True, {}
+            continue
+        match = _RECAP_LINE.match(line.rstrip()) if in_recap else None
+        if match:
+            recap[match.group(1)] = {k: int(v) for k, v in (c.split("=") for c in match.group(2).split())}
+    return recap
 
 
 def encrypted_vault(directory, text, password="test-vault-password"):

@@ -5,9 +5,10 @@
 # profile_roles, shipped with the ansible package) and prints the wall time,
 # the recap totals, the slowest tasks and the slowest roles.
 #   tests/bench/converge-profile.sh [PLAYBOOK] [RUNS]      (or: make profile)
-# PROFILE_INVENTORY (default inventories/lab/hosts.yml), PROFILE_VAULT (default
-# .lab/vault-pass), PROFILE_TOP (default 25 tasks), PROFILE_LOG_DIR (default a
-# new directory under /tmp; every run's full output is kept there).
+# LAB_INVENTORY (default inventories/lab/hosts.yml), LAB_VAULT_PASS (default
+# .lab/vault-pass): the tests' variables (tests/labkit/inventory.py); PROFILE_TOP
+# (default 25 tasks), PROFILE_LOG_DIR (default a new directory under /tmp; every
+# run's full output is kept there).
 # With RUNS > 1 the playbook runs that many times and the median wall time is
 # printed too (the first run of a fresh lab converges; the later ones are no-ops).
 set -euo pipefail
@@ -16,8 +17,8 @@ cd "$repo"
 export PATH="$repo/.venv/bin:$PATH" ANSIBLE_CONFIG="$repo/ansible.cfg"   # make venv
 playbook="${1:-playbooks/site.yml}"
 runs="${2:-1}"
-inventory="${PROFILE_INVENTORY:-inventories/lab/hosts.yml}"
-vault="${PROFILE_VAULT:-.lab/vault-pass}"
+inventory="${LAB_INVENTORY:-inventories/lab/hosts.yml}"
+vault="${LAB_VAULT_PASS:-.lab/vault-pass}"
 top="${PROFILE_TOP:-25}"
 logdir="${PROFILE_LOG_DIR:-$(mktemp -d /tmp/converge-profile.XXXXXX)}"
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [PLAYBOOK] [RUNS]" >&2; exit 2; }

@@ -6,7 +6,8 @@
 # run and, with several runs, the medians per mode.
 #   tests/bench/db-failover.sh [async|sync|both] [RUNS]     (default: both 1)
 # Target: LAB_INVENTORY (default inventories/lab/hosts.yml; the Molecule
-# db-cluster inventory works too), LAB_VAULT_PASS (default .lab/vault-pass);
+# db-cluster inventory works too), LAB_VAULT_PASS (default .lab/vault-pass):
+# tests/labkit/inventory.py reads them.
 # DB_E2E_LOG_DIR keeps every playbook's output (add
 # ANSIBLE_CALLBACKS_ENABLED=profile_tasks for per-task times).
 # Traffic goes only to the inventory's database addresses; the writer stops by
@@ -28,17 +29,17 @@ done
 import statistics
 import subprocess
 import sys
-sys.path.insert(0, "tests/e2e")
-import db_support
+sys.path[:0] = ["tests"]
+from labkit import db
 
 runs, modes = int(sys.argv[1]), sys.argv[2:]
 plan = [m for m in modes for _ in range(runs)]
-cluster = db_support.Cluster()
+cluster = db.Cluster()
 results = {}
 for i, mode in enumerate(plan):
     nxt = plan[i + 1] if i + 1 < len(plan) else mode
-    f = db_support.failover_drill(cluster, sync=(mode == "sync"), converge_first=(i == 0),
-                                  rejoin_sync=(nxt == "sync"))
+    f = db.failover_drill(cluster, sync=(mode == "sync"), converge_first=(i == 0),
+                          rejoin_sync=(nxt == "sync"))
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     results.setdefault(mode, []).append(f)
     print(f"RESULT mode={f['mode']} rto_from_kill={f['rto_from_kill_s']}s "

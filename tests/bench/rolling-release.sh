@@ -15,16 +15,16 @@ repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
 export PATH="$repo/.venv/bin:$PATH"
 export SSAI_E2E_LOAD_RPS="${RPS:-60}" SSAI_E2E_LOAD_THREADS="${THREADS:-6}" SSAI_E2E_LOAD_MAX_SECONDS="${DURATION_MAX:-600}"
-export LAB_INVENTORY="${LAB_INVENTORY:-$repo/inventories/lab/hosts.yml}"
-export SSAI_INVENTORY="${SSAI_INVENTORY:-$LAB_INVENTORY}"
 echo "# before: $(uptime)"
 export SSAI_VAULT_PASSWORD_FILE="${SSAI_VAULT_PASSWORD_FILE:-$repo/.lab/vault-pass}"
 
 exec python3 - "${VERSION:-}" <<'PY'
 import os, sys, time
-sys.path[:0] = ["tests/e2e"]
-from labutil import lab_inventory_data
-from test_app_support import Edge, LoadGenerator, build_release, fab
+sys.path[:0] = ["tests"]
+from labkit.edge import Edge
+from labkit.inventory import lab_inventory_data
+from labkit.load import LoadGenerator
+from labkit.release import build_release, fab
 
 inv = lab_inventory_data()
 version = sys.argv[1] or build_release("bench" + time.strftime("%H%M%S"))

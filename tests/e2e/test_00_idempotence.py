@@ -1,7 +1,7 @@
 """The idempotence gate: `make lab` has converged the lab once; a second
 site.yml run must change nothing on any host. Runs first (file name) so that
 the failure drills of later tests cannot disturb it."""
-from labutil import parse_recap, run_playbook
+from labkit.inventory import parse_recap, run_playbook
 
 
 def test_second_site_run_changes_nothing(lab_inventory):

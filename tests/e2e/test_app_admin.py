@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import subprocess
 
-from labutil import REPO
-from test_app_support import Edge, lab_all_vars
+from labkit.edge import Edge
+from labkit.hosts import lab_all_vars
+from labkit.inventory import REPO
 
 
 def _request(edge: Edge, method: str, path: str, body: dict | None = None, token: str = ""):

@@ -18,17 +18,10 @@ import subprocess
 import tempfile
 import time
 
-from test_app_support import (
-    Edge,
-    container,
-    group_hosts,
-    haproxy_servers,
-    host_address,
-    lab_exec,
-    labctl,
-    wait_server_status,
-)
-from userload import lab_user_load
+from labkit.edge import Edge
+from labkit.haproxy import haproxy_servers, wait_server_status
+from labkit.hosts import container, group_hosts, host_address, lab_exec, labctl
+from labkit.userload import lab_user_load
 
 # roles/haproxy/README.md: 2 failed checks, inter 2s + fastinter 1s + 2 x timeout check 2s.
 DOCUMENTED_DOWN_SECONDS = 7

@@ -11,10 +11,12 @@ import time
 
 import pytest
 
-from edge_support import vip_holder
-from labutil import lab_inventory_data, run_playbook
-from test_app_support import Edge, current_release, group_hosts, haproxy_servers, labctl
-from userload import lab_user_load
+from labkit.edge import Edge, vip_holder
+from labkit.haproxy import haproxy_servers
+from labkit.hosts import group_hosts, labctl
+from labkit.inventory import lab_inventory_data, run_playbook
+from labkit.release import current_release
+from labkit.userload import lab_user_load
 
 NEW_HOST = os.environ.get("SSAI_E2E_SCALE_OUT_HOST", "app3")
 

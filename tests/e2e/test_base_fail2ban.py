@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from test_app_support import fail2ban_banned, lab_exec
+from labkit.hosts import fail2ban_banned, lab_exec
 
 ATTACKER_GROUP, VICTIM_GROUP = "app", "db"
 UFW_LIMIT_WINDOW = 30

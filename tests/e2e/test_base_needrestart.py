@@ -25,10 +25,11 @@ import time
 
 import pytest
 
-import db_support
-from edge_support import vip_holder, wait_vip_holder
-from labutil import parse_recap, run_playbook
-from test_app_support import Edge, LoadGenerator, group_hosts, lab_exec
+from labkit import db
+from labkit.edge import Edge, vip_holder, wait_vip_holder
+from labkit.hosts import group_hosts, lab_exec
+from labkit.inventory import parse_recap, run_playbook
+from labkit.load import LoadGenerator
 
 # What the apt hook (/usr/lib/needrestart/apt-pinvoke) runs after a dpkg run.
 APT_HOOK = ["env", "DEBIAN_FRONTEND=noninteractive", "needrestart", "-m", "u", "-r", "a"]
@@ -71,7 +72,7 @@ def lab(lab_inventory):
 
 def test_needrestart_leaves_the_held_services_to_the_patch_playbook(lab):
     inv = lab
-    cluster = db_support.Cluster()
+    cluster = db.Cluster()
     primary = cluster.primary()
     replica = next(h for h in cluster.db if h != primary)
     holder = wait_vip_holder(inv, timeout=60)

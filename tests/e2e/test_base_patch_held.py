@@ -23,10 +23,11 @@ import time
 
 import pytest
 
-import db_support
-from edge_support import vip_holder, wait_vip_holder
-from labutil import parse_recap, run_playbook
-from test_app_support import Edge, LoadGenerator, group_hosts, lab_exec
+from labkit import db
+from labkit.edge import Edge, vip_holder, wait_vip_holder
+from labkit.hosts import group_hosts, lab_exec
+from labkit.inventory import parse_recap, run_playbook
+from labkit.load import LoadGenerator
 
 
 def installed(inv, host, package):
@@ -69,7 +70,7 @@ def lab(lab_inventory):
     edges, dbs = group_hosts(inv, "edge"), group_hosts(inv, "db")
     if len(edges) < 2 or len(dbs) < 2:
         pytest.skip("needs two edge and two db hosts")
-    cluster = db_support.Cluster()
+    cluster = db.Cluster()
     versions = {}
     for host, package in [(h, "nginx") for h in edges] + [(h, f"postgresql-{cluster.version(h)}") for h in dbs]:
         lab_exec(inv, host, "timeout", "300", "apt-get", "update", "-q", timeout=600)
@@ -144,7 +145,7 @@ def test_edge_tier_is_patched_with_the_vip_moved_first(lab):
 
 def test_db_tier_replica_patched_primary_refused_then_in_place(lab):
     inv, _edges, dbs, versions = lab
-    cluster = db_support.Cluster()
+    cluster = db.Cluster()
     primary = cluster.primary()
     assert primary, "no primary is running"
     replica = next(h for h in dbs if h != primary)

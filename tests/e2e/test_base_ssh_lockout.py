@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from labutil import parse_recap, run_playbook
+from labkit.inventory import parse_recap, run_playbook
 
 
 def fresh_ssh(inv, host, *cmd):

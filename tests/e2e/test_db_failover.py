@@ -4,28 +4,22 @@ no acknowledged write lost in synchronous mode, the old primary streams again,
 second run changed=0); the timings are printed (tests/bench/db-failover.sh).
 Run: LAB_INVENTORY=... pytest tests/e2e/test_db_failover.py -s
 """
-import pathlib
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import db_support  # noqa: E402
+from labkit import db, writer
 
-pytestmark = pytest.mark.skipif(not db_support.APP_PYTHON.exists(), reason="app/.venv (SQLAlchemy + psycopg2) missing")
+pytestmark = writer.requires_app_python
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db_support.Cluster()
-    if len(c.db) < 2 or not c.backup:
-        pytest.skip("needs two db hosts and a backup host in the inventory")
-    return c
+    return db.drill_cluster(db_hosts=2, backup_hosts=1)
 
 
 @pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
 def test_failover_and_rejoin(cluster, sync):
-    figures = db_support.failover_drill(cluster, sync=sync)
+    figures = db.failover_drill(cluster, sync=sync)
     print(figures)
     assert figures["acknowledged_writes"] > 30
     assert figures["rto_from_kill_s"] > 0

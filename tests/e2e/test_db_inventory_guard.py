@@ -3,21 +3,15 @@ switchover the primary has moved; running db.yml (so site.yml, scale-out.yml,
 db-rejoin.yml) with the old roles must stop in its first check, naming the host
 and the fix, before anything changes (otherwise the replica play would stop
 the live primary and rewind it from the standby)."""
-import pathlib
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import db_support  # noqa: E402
+from labkit import db
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db_support.Cluster()
-    if len(c.db) < 2:
-        pytest.skip("needs two db hosts in the inventory")
-    return c
+    return db.drill_cluster(db_hosts=2, backup_hosts=0)
 
 
 def test_db_yml_refuses_roles_that_contradict_the_cluster(cluster):

@@ -3,23 +3,17 @@ pgBackRest check, full + differential backups listed, encrypted repository.
 Run: LAB_INVENTORY=... pytest tests/e2e/test_db_replication.py
 """
 import json
-import pathlib
-import sys
 import time
 import uuid
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import db_support  # noqa: E402
+from labkit import db
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db_support.Cluster()
-    if len(c.db) < 2 or not c.backup:
-        pytest.skip("needs two db hosts and a backup host in the inventory")
-    return c
+    return db.drill_cluster(db_hosts=2, backup_hosts=1)
 
 
 def test_streaming_and_row_replicated(cluster):

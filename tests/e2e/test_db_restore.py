@@ -5,14 +5,12 @@ Run: LAB_INVENTORY=... pytest tests/e2e/test_db_restore.py -s
 """
 import json
 import pathlib
-import sys
 import tempfile
 import time
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import db_support  # noqa: E402
+from labkit import db
 
 CHECKSUM = ("SELECT count(*) || ':' || md5(string_agg(id || '=' || payload, ',' ORDER BY id)) "
             "FROM drill_sentinel")
@@ -20,10 +18,7 @@ CHECKSUM = ("SELECT count(*) || ':' || md5(string_agg(id || '=' || payload, ',' 
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db_support.Cluster()
-    if not c.db or not c.backup:
-        pytest.skip("needs db and backup hosts in the inventory")
-    return c
+    return db.drill_cluster()
 
 
 @pytest.mark.parametrize("target_type", ["time", "name"])

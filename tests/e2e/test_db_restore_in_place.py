@@ -10,14 +10,11 @@ the app answers through the edge.
 A drill (minutes, and it rewrites the lab's database): make test-drills.
 Run alone: pytest tests/e2e/test_db_restore_in_place.py -s
 """
-import pathlib
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import db_support  # noqa: E402
+from labkit import db
 
 CHECKSUM = ("SELECT count(*) || ':' || md5(string_agg(id || '=' || payload, ',' ORDER BY id)) "
             "FROM drill_in_place")
@@ -27,15 +24,7 @@ STOP_WRITERS = "systemctl stop 'socialsphere-*.timer' socialsphere.service"
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db_support.Cluster()
-    if len(c.db) < 2 or not c.backup:
-        pytest.skip("needs two db hosts and a backup host in the inventory")
-    primary = c.primary()
-    assert primary, "no primary is running"
-    assert c.role(primary) == "primary", (
-        f"{primary} runs as primary but the inventory says {c.role(primary)}: "
-        "switch back first (db-switchover.yml)")
-    return c
+    return db.drill_cluster(db_hosts=2, backup_hosts=1, inventory_roles=True)
 
 
 def _auto_conf(cluster, host):

@@ -14,16 +14,13 @@ Each run prints its figures (wall time, restore and WAL replay seconds).
 Run: pytest -s tests/e2e/test_db_restore_verify.py
 """
 import json
-import pathlib
 import re
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import db_support  # noqa: E402
-from test_monitoring import Monitoring  # noqa: E402
+from labkit import db
+from labkit.monitoring import Monitoring
 
 REPORT = "/var/lib/pgbackrest-verify/last-run.json"
 PROM = "/var/lib/prometheus/node-exporter/pgbackrest_restore_verify.prom"
@@ -33,10 +30,7 @@ SAVED = "/var/lib/pgbackrest-drill-original"
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db_support.Cluster()
-    if not c.db or not c.backup:
-        pytest.skip("needs db and backup hosts in the inventory")
-    return c
+    return db.drill_cluster()
 
 
 def verification(cluster, host):
@@ -88,7 +82,7 @@ def test_corrupted_backup_fails_the_verification_and_its_metric(cluster, lab_inv
     before = json.loads(cluster.run(host, f"cat {REPORT}", check=True).stdout)
     assert before["success"], "runs after the passing verification"
     label = before["backup_label"]
-    backup_dir = f"/var/lib/pgbackrest/backup/{db_support.STANZA}/{label}"
+    backup_dir = f"/var/lib/pgbackrest/backup/{db.STANZA}/{label}"
     # the largest data file of the newest backup (a table of one of the databases; not
     # backup.manifest, which pgBackRest reads from its .copy when it is damaged)
     victim = cluster.run(host, f"find {backup_dir}/pg_data -type f -printf '%s %p\\n' | sort -n | tail -1 | cut -d' ' -f2-",

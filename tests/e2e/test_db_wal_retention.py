@@ -11,15 +11,12 @@ replica catches up from the pgBackRest archive (restore_command) and streams.
 Prints the WAL held, the time until pg_wal lets it go and until the replica streams
 again; no row lost.
 Run: pytest -s tests/e2e/test_db_wal_retention.py (make test-drills)."""
-import pathlib
-import sys
 import time
 import uuid
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import db_support  # noqa: E402
+from labkit import db
 
 # The runbook's query (docs/runbooks/db-disk-full.md), word for word.
 SLOTS = ("SELECT slot_name, active, wal_status, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) "
@@ -29,10 +26,7 @@ SEGMENTS = 8  # WAL segments written while the replica is down (16 MB each)
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db_support.Cluster()
-    if len(c.db) < 2 or not c.backup:
-        pytest.skip("needs two db hosts and a backup host in the inventory")
-    return c
+    return db.drill_cluster(db_hosts=2, backup_hosts=1)
 
 
 def _slots(cluster, host):

@@ -29,18 +29,12 @@ import time
 
 import pytest
 
-from edge_support import served_serial, vip_holder, wait_vip_holder
-from labutil import parse_recap, run_playbook
-from test_app_support import (
-    Edge,
-    LoadGenerator,
-    current_release,
-    destroy,
-    group_hosts,
-    host_address,
-    labctl,
-    wait_server_status,
-)
+from labkit.edge import Edge, served_serial, vip_holder, wait_vip_holder
+from labkit.haproxy import wait_server_status
+from labkit.hosts import destroy, group_hosts, host_address, labctl
+from labkit.inventory import parse_recap, run_playbook
+from labkit.load import LoadGenerator
+from labkit.release import current_release
 
 
 class VipWatch(threading.Thread):

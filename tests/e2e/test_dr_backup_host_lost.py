@@ -18,29 +18,22 @@ meanwhile, time to replace, each restore. A long drill: `make test-drills`.
 Run: pytest -s tests/e2e/test_dr_backup_host_lost.py
 """
 import json
-import os
 import pathlib
-import subprocess
-import sys
-import tempfile
 import time
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import db_support  # noqa: E402
-from db_support import max_archived, repo_info, repo_of, switch_wal, wait_archived  # noqa: E402
-from test_app_support import destroy, labctl  # noqa: E402
+from labkit import db
+from labkit.db import max_archived, repo_info, repo_of, switch_wal, wait_archived
+from labkit.hosts import destroy, labctl
+from labkit.writer import Writer
 
 CHECKSUM = "SELECT count(*) || ':' || coalesce(md5(string_agg(id::text, ',' ORDER BY id)), '') FROM {table}"
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db_support.Cluster()
-    if len(c.backup) < 2 or not c.db:
-        pytest.skip("needs two repository hosts (group backup) and the db tier")
-    return c
+    return db.drill_cluster(db_hosts=1, backup_hosts=2)
 
 
 def archiver(cluster, primary):
@@ -57,15 +50,9 @@ def test_backup_host_lost_while_writes_continue(cluster, lab_inventory):
     table = f"drill_backup_lost_{int(time.time())}"
     cluster.psql(primary, f"SET ROLE socialsphere_owner; CREATE TABLE {table} "
                  "(id bigint PRIMARY KEY, written_at timestamptz NOT NULL)", db="socialsphere")
-    workdir = tempfile.mkdtemp(prefix="dr-backup-")
-    log_path, stop_path = os.path.join(workdir, "writes.log"), os.path.join(workdir, "stop")
-    writer = subprocess.Popen([str(db_support.APP_PYTHON), str(db_support.WRITER), cluster.app_url(), table,
-                               log_path, stop_path, "3600"])
+    writer = Writer(cluster.app_url(), table, 3600, prefix="dr-backup-")
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and len(db_support._read_log(log_path)[0] if os.path.exists(log_path) else []) < 30:
-            time.sleep(0.2)
-        assert len(db_support._read_log(log_path)[0]) >= 30, "the writer could not write before the drill"
+        writer.wait_acknowledged()
 
         archived0, failed0 = archiver(cluster, primary)
         t_lost = time.time()
@@ -104,10 +91,9 @@ def test_backup_host_lost_while_writes_continue(cluster, lab_inventory):
         assert new_info["status"]["code"] == 0, new_info["status"]
         time.sleep(5)
     finally:
-        open(stop_path, "w", encoding="utf-8").close()
-        writer.wait(timeout=60)
+        writer.stop(timeout=60)
 
-    acks, errors = db_support._read_log(log_path)
+    acks, errors = writer.log()
     figures.update(acknowledged_writes=len(acks), failed_writes=len(errors))
     final = switch_wal(cluster, primary)
     expected = cluster.psql(primary, CHECKSUM.format(table=table), db="socialsphere")
@@ -117,7 +103,7 @@ def test_backup_host_lost_while_writes_continue(cluster, lab_inventory):
 
     for host in (other, lost):
         repo = repo_of(cluster, host)
-        report = pathlib.Path(workdir) / f"restore-repo{repo}.json"
+        report = pathlib.Path(writer.workdir) / f"restore-repo{repo}.json"
         started = time.time()
         cluster.playbook("db-restore.yml", {
             "db_restore_mode": "scratch", "db_restore_type": "default", "db_restore_repo": repo,

@@ -26,17 +26,16 @@ Prints the figures (time to recovery in total and per phase, rows lost). A long 
 """
 import json
 import pathlib
-import sys
 import tempfile
 import time
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import db_support  # noqa: E402
-from db_support import switch_wal, wait_archived  # noqa: E402
+from labkit import db
+from labkit.db import switch_wal, wait_archived
+from labkit.edge import READ_PATH, Edge
+from labkit.hosts import destroy, labctl
 from ssai_facts import role_default  # noqa: E402
-from test_app_support import READ_PATH, Edge, destroy, labctl  # noqa: E402
 
 SENTINEL = "drill_tier_rebuilt"
 # Every row of a table, in a stable order: count and md5 (the same query for any table).
@@ -47,14 +46,7 @@ STOP_TIMERS = "systemctl stop 'socialsphere-*.timer'"
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = db_support.Cluster()
-    if len(c.db) < 2 or not c.backup or not c.groups.get("app"):
-        pytest.skip("needs two db hosts, a backup host and the app tier in the inventory")
-    primary = c.primary()
-    assert primary, "no primary is running"
-    assert c.role(primary) == "primary", (
-        f"{primary} runs as primary but the inventory says {c.role(primary)}: switch back first (db-switchover.yml)")
-    return c
+    return db.drill_cluster(db_hosts=2, backup_hosts=1, app=True, inventory_roles=True)
 
 
 def checksums(cluster, host, tables):
@@ -127,7 +119,7 @@ def test_database_tier_lost_and_rebuilt_from_the_backups(cluster, lab_inventory)
         wait_archived(cluster, final)
         for host in cluster.backup:
             # `check` takes no --repo: on a repository host it checks the one repository configured there
-            res_check = cluster.run(host, f"runuser -u pgbackrest -- pgbackrest --stanza={db_support.STANZA} check",
+            res_check = cluster.run(host, f"runuser -u pgbackrest -- pgbackrest --stanza={db.STANZA} check",
                                     timeout=300)
             assert res_check.returncode == 0, f"{host}: {res_check.stdout}{res_check.stderr}"
         figures["repositories"] = [r["summary"] for r in summary["repositories_after"]]
@@ -144,7 +136,7 @@ def test_database_tier_lost_and_rebuilt_from_the_backups(cluster, lab_inventory)
         assert "Mark the rebuild as under way" not in again.stdout
 
         # a second converge of the database tier changes nothing
-        db_support._second_run(cluster, {"db_preflight": False}, figures)
+        db.second_run(cluster, {"db_preflight": False}, figures)
         assert figures["second_run_changed"] == 0, f"{figures['second_run']} changed something after the rebuild"
     finally:
         # the worker timers again (also when a step above failed: the lab must work)

@@ -4,8 +4,9 @@ the other edge host (its HTTP-01 challenge is answered through the VIP holder's
 peer fallback)."""
 import time
 
-from edge_support import CA_BUNDLE, Edge, group_hosts, lab_exec, served_serial, vip_holder
-from test_app_support import LoadGenerator
+from labkit.edge import CA_BUNDLE, served_serial, vip_holder
+from labkit.hosts import group_hosts, lab_exec
+from labkit.load import LoadGenerator
 
 
 def _renew(inv, host):
@@ -25,8 +26,7 @@ def _renew(inv, host):
     assert res.returncode == 0, out
 
 
-def test_forced_renewal_under_load(lab_inventory):
-    edge = Edge.from_inventory(lab_inventory)
+def test_forced_renewal_under_load(lab_inventory, edge):
     holder = vip_holder(lab_inventory)
     assert holder, "no edge host holds the VIP"
     before = served_serial(edge)

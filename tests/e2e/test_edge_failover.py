@@ -5,8 +5,8 @@ A success is any HTTPS answer verified against Pebble's root: the edge path is
 under test here, not the app's readiness (app failures: test_app_failures.py)."""
 import time
 
-from edge_support import Edge, group_hosts, lab_exec, probe, vip, wait_vip_holder
-from test_app_support import lab_all_vars
+from labkit.edge import probe, vip, wait_vip_holder
+from labkit.hosts import group_hosts, lab_all_vars, lab_exec
 
 MAX_GAP_SECONDS = 15
 
@@ -21,8 +21,7 @@ def wait_vip_holder_on(inv, host, timeout=10):
     return False
 
 
-def test_edge_failover_gap(lab_inventory):
-    edge = Edge.from_inventory(lab_inventory)
+def test_edge_failover_gap(lab_inventory, edge):
     holder = wait_vip_holder(lab_inventory)
     prefix = lab_all_vars(lab_inventory)["lab_network_cidr"].split("/")[1]
     assert holder, "no edge host holds the VIP"

@@ -10,9 +10,9 @@ import json
 import threading
 import time
 
-import db_support
-from edge_support import Edge, domain, group_hosts, host_address, lab_exec, vip, vip_holder
-from test_app_support import READ_PATH, fail2ban_banned, pebble_root
+from labkit import db
+from labkit.edge import READ_PATH, domain, pebble_root, vip, vip_holder
+from labkit.hosts import fail2ban_banned, group_hosts, host_address, lab_exec
 
 FLOOD = 40
 LOGIN_MAX = 10  # roles/haproxy: haproxy_ratelimit_login_max (per client IP and minute)
@@ -25,7 +25,7 @@ def _clear_login_counters(inv):
     database); a rerun would otherwise begin rate limited."""
     for edge_host in group_hosts(inv, "edge"):
         lab_exec(inv, edge_host, "ssai-haproxy", "api", "clear", "table", "st_login")
-    cluster = db_support.Cluster()
+    cluster = db.Cluster()
     cluster.psql(cluster.primary(), "DELETE FROM login_throttles", db="socialsphere")
 
 
@@ -64,8 +64,7 @@ def _login(edge):
         conn.close()
 
 
-def test_login_flood_gets_429_while_others_are_served(lab_inventory):
-    edge = Edge.from_inventory(lab_inventory)
+def test_login_flood_gets_429_while_others_are_served(lab_inventory, edge):
     # The flood comes from another lab address (the lab services host).
     flooder = group_hosts(lab_inventory, "labsvc")[0]
     root = pebble_root(lab_inventory)

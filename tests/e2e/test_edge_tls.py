@@ -3,20 +3,17 @@ redirects to HTTPS (except the ACME path), HSTS and security headers, request id
 import http.client
 import json
 
-from edge_support import Edge, domain, served_certificate, vip
-from test_app_support import READ_PATH
+from labkit.edge import READ_PATH, domain, served_certificate, vip
 
 
-def test_https_through_vip_reaches_app(lab_inventory):
-    edge = Edge.from_inventory(lab_inventory)  # verifies against Pebble's root only
+def test_https_through_vip_reaches_app(lab_inventory, edge):
     status, body = edge.get("/readyz")
     assert status == 200, body[:200]
     status, _ = edge.get(READ_PATH)
     assert status == 200
 
 
-def test_certificate_is_pebbles_for_the_domain(lab_inventory):
-    edge = Edge.from_inventory(lab_inventory)
+def test_certificate_is_pebbles_for_the_domain(lab_inventory, edge):
     cert = served_certificate(edge)
     names = [v for k, v in cert.get("subjectAltName", ()) if k == "DNS"]
     assert domain(lab_inventory) in names
@@ -41,8 +38,7 @@ def test_acme_path_is_not_redirected(lab_inventory):
     conn.close()
 
 
-def test_hsts_security_headers_and_request_id(lab_inventory):
-    edge = Edge.from_inventory(lab_inventory)
+def test_hsts_security_headers_and_request_id(lab_inventory, edge):
     resp = edge.request("/readyz")
     assert resp.headers.get_all("Strict-Transport-Security") == ["max-age=63072000"]
     assert "default-src 'self'" in resp.getheader("Content-Security-Policy", "")
@@ -50,11 +46,10 @@ def test_hsts_security_headers_and_request_id(lab_inventory):
     assert len(resp.getheader("X-Request-ID", "")) >= 8
 
 
-def test_hsts_is_sent_exactly_once(lab_inventory):
+def test_hsts_is_sent_exactly_once(lab_inventory, edge):
     """Nginx owns HSTS and the other security headers it sets: one of each on
     proxied app responses (any status) and on what Nginx serves itself, whatever
     the app release sends."""
-    edge = Edge.from_inventory(lab_inventory)
     for path in ("/readyz", READ_PATH, "/api/v1/does-not-exist", "/static/not-hashed.css"):
         resp = edge.request(path)
         # Nginx's own Server header without a version; the app's (gunicorn) never passes.
@@ -74,11 +69,10 @@ def _gzip(edge, path, method="GET", body=None):
     return resp.status, resp.getheader("Content-Encoding"), len(resp.body)
 
 
-def test_api_responses_are_never_compressed_pages_and_assets_are(lab_inventory):
+def test_api_responses_are_never_compressed_pages_and_assets_are(lab_inventory, edge):
     """BREACH: an API response (tokens, personal data next to data the request
     controls) is never compressed, whatever its size and type; the HTML pages and
     the static assets are."""
-    edge = Edge.from_inventory(lab_inventory)
     # A large JSON document (about 50 KiB), compressed before the fix.
     status, encoding, size = _gzip(edge, "/api/v1/openapi.json")
     assert status == 200 and size > 4096, (status, size)

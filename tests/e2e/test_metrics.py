@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from test_app_support import group_hosts, host_address, lab_exec
+from labkit.hosts import group_hosts, host_address, lab_exec
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from db_support import Cluster
-from test_app_support import group_hosts, lab_exec
-from test_monitoring import Monitoring
+from labkit.db import Cluster
+from labkit.hosts import group_hosts, lab_exec
+from labkit.monitoring import Monitoring
 
 FAULT_TIMEOUT = 300
 
@@ -25,7 +25,7 @@ def mon(lab_inventory):
 
 
 def _primary_and_replica():
-    """The primary and a replica that streams from it right now (db_support.Cluster)."""
+    """The primary and a replica that streams from it right now (db.Cluster)."""
     cluster = Cluster()
     primary = cluster.primary()
     replicas = [h for h in cluster.db if h != primary]

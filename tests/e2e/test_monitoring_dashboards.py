@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from test_app_support import group_hosts, host_address, lab_exec
+from labkit.hosts import group_hosts, host_address, lab_exec
 
 DASHBOARDS = pathlib.Path(__file__).resolve().parents[2] / "roles/grafana/files/dashboards"
 # Grafana's built-in intervals, and "All" (allValue ".*") for the dashboards' variables.

@@ -21,7 +21,8 @@ import uuid
 
 import pytest
 
-from test_app_support import READ_PATH, Edge, group_hosts, host_address, lab_exec
+from labkit.edge import READ_PATH
+from labkit.hosts import group_hosts, host_address, lab_exec
 
 REMOTE_DIR = "/var/log/journal/remote"
 FIND_REQUEST = "/usr/local/bin/ssai-find-request"
@@ -115,8 +116,7 @@ def test_every_host_journal_reaches_the_monitoring_host(lab_inventory, mon):
         assert any(f.startswith(f"remote-{host_address(lab_inventory, host)}") for f in files), (host, files)
 
 
-def test_one_request_is_found_by_its_request_id(lab_inventory, mon):
-    edge = Edge.from_inventory(lab_inventory)
+def test_one_request_is_found_by_its_request_id(lab_inventory, edge, mon):
     rid = f"e2e-logs.{uuid.uuid4().hex}"
     conn = edge.connection()
     try:

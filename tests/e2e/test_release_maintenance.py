@@ -30,9 +30,10 @@ import time
 
 import pytest
 
-from edge_support import CA_BUNDLE, served_serial, vip_holder
-from labutil import REPO
-from test_app_support import Edge, current_release, fab, group_hosts, lab_exec
+from labkit.edge import CA_BUNDLE, Edge, served_serial, vip_holder
+from labkit.hosts import group_hosts, lab_exec
+from labkit.inventory import REPO
+from labkit.release import current_release, fab
 
 ROOT = "/srv/socialsphere"
 LOCK = f"{ROOT}/.deploy-lock"

@@ -31,20 +31,13 @@ import time
 
 import pytest
 
-from labutil import parse_recap, run_playbook
-from rotation_watch import RotationWatch, per_host_report
-from test_app_support import (
-    Edge,
-    assert_drained_and_up,
-    build_release,
-    current_release,
-    fab,
-    group_hosts,
-    haproxy_servers,
-    host_address,
-    lab_exec,
-)
-from userload import lab_user_load
+from labkit.edge import Edge
+from labkit.haproxy import assert_drained_and_up, haproxy_servers
+from labkit.hosts import group_hosts, host_address, lab_exec
+from labkit.inventory import parse_recap, run_playbook
+from labkit.release import build_release, current_release, fab
+from labkit.rotation import RotationWatch, per_host_report
+from labkit.userload import lab_user_load
 
 ROOT = "/srv/socialsphere"
 LOCK = f"{ROOT}/.deploy-lock"

@@ -26,22 +26,16 @@ import math
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-from labutil import INVENTORY, REPO, VAULT_PASS, ansible_env, parse_recap, run_playbook
-from test_app_support import (
-    Edge,
-    build_release,
-    current_release,
-    fab,
-    group_hosts,
-    haproxy_servers,
-    lab_exec,
-)
-from userload import lab_user_load
+from labkit.edge import Edge
+from labkit.haproxy import haproxy_servers
+from labkit.hosts import group_hosts, lab_exec
+from labkit.inventory import REPO, parse_recap, run_playbook
+from labkit.release import build_release, current_release, fab, fab_command, fab_env
+from labkit.userload import lab_user_load
 
 ROOT = "/srv/socialsphere"
 LOCK = f"{ROOT}/.deploy-lock"
@@ -92,11 +86,9 @@ def flat(text):
 
 
 def fab_in_background(*args):
-    """`fab <args>` started, not waited for (the same environment as test_app_support.fab)."""
-    env = dict(ansible_env(), SSAI_INVENTORY=str(INVENTORY), SSAI_VAULT_PASSWORD_FILE=str(VAULT_PASS))
-    fab_bin = os.path.join(os.path.dirname(sys.executable), "fab")
-    return subprocess.Popen([fab_bin, *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    """`fab <args>` started, not waited for (the same command and environment as labkit.release.fab)."""
+    return subprocess.Popen(fab_command(*args), cwd=REPO, env=fab_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def deploy_ok(*args, env=None):

@@ -29,17 +29,11 @@ import time
 
 import pytest
 
-from labutil import INVENTORY, REPO, VAULT_PASS, lab_inventory_data, parse_recap, run_playbook
-from test_app_support import (
-    Edge,
-    HaproxyWatch,
-    LoadGenerator,
-    assert_drained_and_up,
-    group_hosts,
-    host_address,
-    lab_exec,
-    running_states,
-)
+from labkit.edge import Edge
+from labkit.haproxy import HaproxyWatch, assert_drained_and_up
+from labkit.hosts import group_hosts, host_address, lab_exec, running_states
+from labkit.inventory import INVENTORY, REPO, VAULT_PASS, lab_inventory_data, parse_recap, run_playbook
+from labkit.load import LoadGenerator
 
 GROUP = "socialsphere_app"
 PHASE_MAX_SECONDS = 1800

@@ -36,16 +36,11 @@ from collections import Counter
 
 import pytest
 
-from labutil import INVENTORY, REPO, VAULT_PASS, lab_inventory_data, parse_recap, run_playbook
-from test_app_support import (
-    Edge,
-    HaproxyWatch,
-    LoadGenerator,
-    assert_drained_and_up,
-    group_hosts,
-    lab_all_vars,
-    running_states,
-)
+from labkit.edge import Edge
+from labkit.haproxy import HaproxyWatch, assert_drained_and_up
+from labkit.hosts import group_hosts, lab_all_vars, running_states
+from labkit.inventory import INVENTORY, REPO, VAULT_PASS, lab_inventory_data, parse_recap, run_playbook
+from labkit.load import LoadGenerator
 
 PHASE_MAX_SECONDS = 1800  # load bound per phase (a phase takes a few minutes)
 ME = "/api/v1/auth/me"

@@ -20,8 +20,8 @@ import time
 
 import pytest
 
-from labutil import BIN, INVENTORY, REPO, VAULT_PASS, ansible_env, parse_recap, run_playbook
-from test_app_support import group_hosts, host_address, lab_all_vars, lab_exec
+from labkit.hosts import group_hosts, host_address, lab_all_vars, lab_exec
+from labkit.inventory import BIN, INVENTORY, REPO, VAULT_PASS, ansible_env, parse_recap, run_playbook
 
 REMOTE_DIR = "/var/backups/socialsphere-state"
 METRIC = "socialsphere_state_backup_last_success_timestamp_seconds"

@@ -2,12 +2,10 @@
 systemd running, passwordless sudo, the hostname of the inventory.
 
 Reads the generated lab inventory (env LAB_INVENTORY, default
-inventories/lab/hosts.yml); skips when the lab is not up.
+inventories/lab/hosts.yml: tests/labkit/inventory.py); skips when the lab is not up.
 """
 
 import concurrent.futures
-import os
-import pathlib
 import re
 import socket
 import subprocess
@@ -16,10 +14,7 @@ import pytest
 
 yaml = pytest.importorskip("yaml")
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-INVENTORY = pathlib.Path(os.environ.get("LAB_INVENTORY", "inventories/lab/hosts.yml"))
-if not INVENTORY.is_absolute() and not INVENTORY.exists():
-    INVENTORY = REPO / INVENTORY  # relative to the repository, wherever pytest runs
+from labkit.inventory import INVENTORY  # noqa: E402  (after importorskip)
 
 
 def _load_inventory():

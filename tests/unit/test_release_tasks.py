@@ -18,7 +18,6 @@ import getpass
 import json
 import os
 import pathlib
-import re
 import shutil
 import socket
 import time
@@ -26,7 +25,7 @@ import time
 import pytest
 import yaml
 
-from ansible_run import local_env, local_os_as_supported, run_playbook
+from ansible_run import local_env, local_os_as_supported, parse_recap, run_playbook
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "inventory_ok"
 FLOW = pathlib.Path(__file__).parent / "playbooks" / "deploy_flow.yml"
@@ -122,7 +121,7 @@ def test_a_rollout_takes_the_lock_releases_it_and_records_each_host(hosts):
     assert len(runs) == 1, runs
     # The bookkeeping changes nothing that a converge compares: only the stand-in
     # activation (one file per host) counts.
-    for host, counts in _recap(out).items():
+    for host, counts in parse_recap(out).items():
         assert counts["changed"] == (1 if host in APPS else 0), (host, counts)
 
 
@@ -371,13 +370,3 @@ def test_the_module_changes_nothing_in_check_mode(tmp_path):
     assert rc == 0, out[-3000:]
     assert json.loads(result.read_text())["taken"] is True
     assert not lock.exists() and not log.exists()
-
-
-def _recap(out):
-    """PLAY RECAP counters per host (the same reading as tests/e2e/labutil.parse_recap)."""
-    counters = {}
-    for line in out.split("PLAY RECAP")[-1].splitlines():
-        match = re.match(r"^(\S+)\s+:\s+((?:[a-z]+=\d+\s*)+)$", line.rstrip())
-        if match:
-            counters[match.group(1)] = {k: int(v) for k, v in (c.split("=") for c in match.group(2).split())}
-    return counters

@@ -1,4 +1,4 @@
-"""tests/e2e/rotation_watch.py: each app host's time out of rotation during a rollout, from
+"""tests/labkit/rotation.py: each app host's time out of rotation during a rollout, from
 the edge HAProxies' server states (what test_release_rolling.py prints per host)."""
 import pathlib
 import sys
@@ -6,17 +6,17 @@ import time
 from collections import Counter
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-import rotation_watch  # noqa: E402
+sys.path.insert(0, str(REPO / "tests"))
+from labkit import rotation  # noqa: E402
 
 
 def test_in_rotation_means_ready_and_up():
-    assert rotation_watch.in_rotation("ready", "UP")
-    assert rotation_watch.in_rotation("ready", "UP 1/2")  # one check failed, not down yet
-    assert not rotation_watch.in_rotation("drain", "DRAIN")
-    assert not rotation_watch.in_rotation("maint", "MAINT")
-    assert not rotation_watch.in_rotation("ready", "DOWN")
-    assert not rotation_watch.in_rotation("ready", "DOWN 1/2")  # recovering, not up yet
+    assert rotation.in_rotation("ready", "UP")
+    assert rotation.in_rotation("ready", "UP 1/2")  # one check failed, not down yet
+    assert not rotation.in_rotation("drain", "DRAIN")
+    assert not rotation.in_rotation("maint", "MAINT")
+    assert not rotation.in_rotation("ready", "DOWN")
+    assert not rotation.in_rotation("ready", "DOWN 1/2")  # recovering, not up yet
 
 
 def test_a_host_is_out_from_the_first_edges_drain_until_every_edge_has_it_up():
@@ -34,7 +34,7 @@ def test_a_host_is_out_from_the_first_edges_drain_until_every_edge_has_it_up():
         (41.0, "edge2", "app2", "ready", "UP"),
         (50.0, "edge1", "app2", "maint", "MAINT"),  # out again, never back
     ]
-    spans = rotation_watch.out_of_rotation_spans(list(reversed(samples)))  # any order
+    spans = rotation.out_of_rotation_spans(list(reversed(samples)))  # any order
     assert spans == {"app1": [(10.0, 22.0)], "app2": [(30.0, 41.0), (50.0, None)]}
 
 
@@ -45,7 +45,7 @@ def test_report_per_host_with_median_max_goal_and_failures():
     def between(start, end):
         return Counter(kind for t, kind in failures if start <= t <= end)
 
-    lines, durations = rotation_watch.per_host_report(spans, ["app1", "app2", "app3", "app4"], origin=100.0,
+    lines, durations = rotation.per_host_report(spans, ["app1", "app2", "app3", "app4"], origin=100.0,
                                                       goal=15.0, resolution=0.4, failures_between=between)
     assert durations == [12.0, 18.5]
     assert lines == [
@@ -66,7 +66,7 @@ def test_the_watch_samples_every_edge_and_keeps_changes_only():
             raise RuntimeError("docker exec failed")  # a missed sample
         return {k: dict(v) for k, v in states[edge].items()}
 
-    with rotation_watch.RotationWatch(["edge1", "edge2"], servers_of, interval=0.01) as watch:
+    with rotation.RotationWatch(["edge1", "edge2"], servers_of, interval=0.01) as watch:
         time.sleep(0.1)
         states["edge1"]["app1"] = {"admin": "drain", "status": "DRAIN"}
         states["edge2"]["app1"] = {"admin": "drain", "status": "DRAIN"}

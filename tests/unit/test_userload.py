@@ -1,4 +1,4 @@
-"""tests/e2e/userload.py, the drills' user traffic, without the lab.
+"""tests/labkit/userload.py, the drills' user traffic, without the lab.
 
 Its counting and report, its pacing and its accounts are checked as plain code. The
 load itself runs against the app started here (Gunicorn from app/.venv on 127.0.0.1,
@@ -27,8 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-import userload  # noqa: E402
+sys.path.insert(0, str(REPO / "tests"))
+from labkit import userload  # noqa: E402
 
 APP_PYTHON = REPO / "app" / ".venv" / "bin" / "python"
 
@@ -148,7 +148,7 @@ def app_port(tmp_path_factory):
 
 
 class LocalEdge:
-    """Stands in for test_app_support.Edge: plain HTTP to a port of 127.0.0.1."""
+    """Stands in for labkit.edge.Edge: plain HTTP to a port of 127.0.0.1."""
 
     def __init__(self, port):
         self.port, self.address, self.domain = port, f"127.0.0.1:{port}", "example.test"

@@ -1,10 +1,10 @@
 """What users send, through the edge VIP: the load of the release, failure and scale-out
-drills (issue 13 item 4). Standard library only (tests/unit/test_userload.py runs it
-against the app started on 127.0.0.1).
+drills (issue 13 item 4). Standard library and labkit.load's pacing loop only
+(tests/unit/test_userload.py runs it against the app started on 127.0.0.1).
 
 N virtual users (threads), each with its own account, each on its own keep-alive
-connection (reopened when the server closed it, as LoadGenerator and browsers do), each
-paced to ``rps`` requests per second. A user repeats what the dashboard does
+connection (reopened when the server closed it, as labkit.load.LoadGenerator and browsers
+do), each paced to ``rps`` requests per second (labkit.load.paced). A user repeats what the dashboard does
 (app/frontend/assets/js/dashboard.js): after login it reads ``GET /auth/me`` (usage and
 announcement), the first page of ``GET /posts`` and ``GET /social/accounts``; then it
 writes a post (``POST /posts``), reads it back, edits it (``PATCH``), searches its posts
@@ -51,12 +51,14 @@ import http.client
 import json
 import os
 import secrets
-import select
 import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+
+from labkit.inventory import VAULT_PASS
+from labkit.load import dropped, paced
 
 API = "/api/v1"
 USERS = int(os.environ.get("SSAI_E2E_USERS", "5"))
@@ -75,21 +77,6 @@ EXPECTED = {"create": 201, "delete": 204}
 
 class LoadSetupError(RuntimeError):
     """The users could not be made ready (before any load ran)."""
-
-
-def dropped(conn: http.client.HTTPConnection) -> bool:
-    """True when an idle keep-alive connection was closed by the server (its socket
-    is readable: EOF or a TLS close_notify). The check urllib3 (and so requests)
-    and browsers make before reusing a pooled connection; a request that fails
-    on a connection that was alive when it was sent still counts as failed."""
-    sock = conn.sock
-    if sock is None:
-        return True
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
 
 
 class Pacer:
@@ -451,15 +438,11 @@ class VirtualUser:
     def _run(self) -> None:
         load = self.load
         interval = 1.0 / load.rps
-        next_at = time.monotonic() + interval * self.index / max(load.users, 1)  # spread the users' requests
-        if load.stop_event.wait(max(0.0, next_at - time.monotonic())):
-            return
         steps = self.visits()
-        while not load.stop_event.is_set():
-            if time.monotonic() - load.started >= load.max_seconds:
-                load.ran_out = True
-                break
-            next_at += interval
+        # The users' requests spread over the interval; a user far behind (a slow answer)
+        # does not send a burst to catch up.
+        for _ in paced(load.stop_event, interval, load.started, load.max_seconds, load.bound_reached,
+                       first_delay=interval * self.index / max(load.users, 1), catch_up=5):
             if self.relogin:
                 if self.login(measured=True).status == 401:
                     # Never a second wrong login (fail2ban bans the load's address after 10).
@@ -470,11 +453,6 @@ class VirtualUser:
                 self.refresh()
             else:
                 next(steps)
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                load.stop_event.wait(delay)
-            elif delay < -5 * interval:
-                next_at = time.monotonic()  # far behind (a slow answer): no burst to catch up
 
     def refresh(self) -> None:
         reply = self.call("refresh", "POST", "/auth/refresh", {"refresh_token": self.session.refresh}, auth=False)
@@ -608,7 +586,7 @@ class UserLoad:
     """N virtual users through the edge in background threads, bounded by max_seconds
     whatever happens (``ran_out`` tells that the bound, not the test, stopped it).
     ``edge``: anything with ``connection(timeout)`` returning an http.client connection
-    to the service (test_app_support.Edge: the VIP with TLS and the service's Host) and
+    to the service (labkit.edge.Edge: the VIP with TLS and the service's Host) and
     ``domain`` (the accounts' email domain). ``secret``: bytes the accounts' passwords are
     derived from. ``refresh_margin``: seconds before the access token's expiry when it is
     refreshed (default: a third of its lifetime, at most 120 s)."""
@@ -655,6 +633,10 @@ class UserLoad:
             self._threads.append(thread)
         return self
 
+    def bound_reached(self) -> None:
+        """A user's load reached max_seconds (the bound, not the test, stopped it)."""
+        self.ran_out = True
+
     def stop(self) -> None:
         """Stop the users (the load's figures end here)."""
         if self._stopped:
@@ -692,6 +674,4 @@ class UserLoad:
 def lab_user_load(edge, **kwargs) -> UserLoad:
     """A UserLoad on the lab: the accounts' secret is the lab's vault password file (never
     printed; a rebuilt lab has a new one, hence new accounts)."""
-    from labutil import VAULT_PASS
-
     return UserLoad(edge, VAULT_PASS.read_bytes(), **kwargs)

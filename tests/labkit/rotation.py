@@ -6,7 +6,7 @@ reload, every worker on the release, /readyz, ready, UP), without the rollout's 
 steps (install on every host, migration, the deploy lock and log). Standard library only
 (tests/unit/test_rotation_watch.py).
 
-One thread per edge host reads its HAProxy (``servers_of(edge)``: test_app_support's
+One thread per edge host reads its HAProxy (``servers_of(edge)``: labkit.haproxy's
 haproxy_servers, i.e. `ssai-haproxy status --json` through docker exec) as often as it
 can, ``interval`` apart, and keeps every change of a server's (admin, status); a sample's
 time is the middle of its read. The precision of a span is the longest read of an edge
@@ -47,7 +47,7 @@ def out_of_rotation_spans(samples: list[tuple]) -> dict[str, list[tuple[float, f
 
 class RotationWatch:
     """Samples every edge HAProxy in the background (one thread per edge host). ``seen``
-    has the shape of test_app_support.HaproxyWatch's (the statuses each (edge, server)
+    has the shape of labkit.haproxy.HaproxyWatch's (the statuses each (edge, server)
     went through), so assert_drained_and_up takes either."""
 
     def __init__(self, edges: list[str], servers_of: Callable[[str], dict[str, dict]], interval: float = 0.25):

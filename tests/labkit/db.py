@@ -1,20 +1,21 @@
-"""Helpers for the database drills (tests/e2e/test_db_*.py, tests/bench/db-failover.sh).
+"""The database tier of an inventory for the database drills (tests/e2e/test_db_*.py,
+test_dr_*.py, tests/bench/db-failover.sh): Cluster (hosts by role, psql, pgBackRest,
+playbooks with a role overlay), the repositories, and the failover and switchover drills
+under the continuous writer (labkit.writer).
 
-The drills run against any inventory with db and backup hosts:
-  LAB_INVENTORY      inventory source(s), comma separated (default inventories/lab/hosts.yml;
-                     the one variable every e2e test reads, see labutil.py);
-                     the Molecule scenario's inventory works too
-                     (~/.ansible/tmp/molecule.*.db-cluster/inventory after `molecule converge -s db-cluster`)
-  LAB_VAULT_PASS     vault password file (default .lab/vault-pass when it exists)
+The drills run against any inventory with db and backup hosts (labkit.inventory:
+LAB_INVENTORY, comma separated; the Molecule scenario's inventory works too,
+~/.ansible/tmp/molecule.*.db-cluster/inventory after `molecule converge -s db-cluster`;
+LAB_VAULT_PASS when the file exists). Also:
   DB_E2E_LOG_DIR     optional: write every playbook's output there (<HHMMSS>-<playbook>.log)
   DB_E2E_PLAYBOOKS   optional: another playbooks/ directory (e.g. an older version, to compare)
-Hosts are reached like Ansible reaches them: `docker exec` for the docker
-connection, else ssh as ansible_user with sudo. Traffic goes only to the
+  DB_E2E_SECOND_RUN  optional: the playbook of the second run after a drill (default db.yml)
+Hosts are reached like Ansible reaches them (labkit.hosts.remote_command: `docker exec`
+for the docker connection, else ssh as ansible_user with sudo). Traffic goes only to the
 inventory's own addresses.
 """
 import json
 import os
-import pathlib
 import re
 import shlex
 import subprocess
@@ -22,23 +23,15 @@ import tempfile
 import time
 import urllib.parse
 
-from labutil import parse_recap
+import pytest
+
+from labkit import inventory
+from labkit.hosts import remote_command
+from labkit.inventory import REPO, parse_recap
+from labkit.writer import Writer
 from ssai_facts import postgresql_version_of_os_release
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
-APP_PYTHON = REPO / "app" / ".venv" / "bin" / "python"
 STANZA = "socialsphere"
-
-
-def _sources():
-    raw = os.environ.get("LAB_INVENTORY", str(REPO / "inventories" / "lab" / "hosts.yml"))
-    return [s for s in raw.split(",") if s]
-
-
-def _vault_args():
-    vault = os.environ.get("LAB_VAULT_PASS", str(REPO / ".lab" / "vault-pass"))
-    return ["--vault-password-file", vault] if os.path.exists(vault) else []
 
 
 class Cluster:
@@ -51,18 +44,12 @@ class Cluster:
         self.reload()
 
     # --- inventory -----------------------------------------------------------
-    def inventory_args(self):
-        args = []
-        for src in _sources():
-            args += ["-i", src]
-        if self.overlay_dir:
-            args += ["-i", self.overlay_dir]
-        return args
+    def overlay(self):
+        """The overlay source (a list: empty without one)."""
+        return [self.overlay_dir] if self.overlay_dir else []
 
     def reload(self):
-        out = subprocess.run([str(VENV_BIN / "ansible-inventory"), *self.inventory_args(), *_vault_args(), "--list"],
-                             check=True, capture_output=True, text=True, cwd=REPO).stdout
-        data = json.loads(out)
+        data = inventory.load(*self.overlay())
         self.hostvars = data["_meta"]["hostvars"]
         self.groups = {g: v.get("hosts", []) for g, v in data.items() if isinstance(v, dict)}
         self.db = sorted(self.groups.get("db", []))
@@ -109,15 +96,7 @@ class Cluster:
 
     # --- commands on hosts ---------------------------------------------------
     def command(self, host, cmd):
-        hv = self.hostvars[host]
-        if "docker" in str(hv.get("ansible_connection", "")):
-            container = hv.get("ansible_docker_host") or hv.get("ansible_host") or host
-            return ["docker", "exec", container, "bash", "-c", cmd]
-        ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-               "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"]
-        if hv.get("ansible_ssh_private_key_file"):
-            ssh += ["-i", hv["ansible_ssh_private_key_file"]]
-        return ssh + [f"{hv.get('ansible_user', 'root')}@{self.address(host)}", "sudo bash -c " + shlex.quote(cmd)]
+        return remote_command(self.hostvars[host], self.address(host), cmd)
 
     def run(self, host, cmd, check=False, timeout=600):
         res = subprocess.run(self.command(host, cmd), capture_output=True, text=True, timeout=timeout)
@@ -150,20 +129,19 @@ class Cluster:
 
     # --- playbooks -----------------------------------------------------------
     def playbook(self, name, extra=None, check=True, timeout=1800):
-        playbooks = pathlib.Path(os.environ.get("DB_E2E_PLAYBOOKS", str(REPO / "playbooks")))
-        cmd = [str(VENV_BIN / "ansible-playbook"), *self.inventory_args(), *_vault_args(), str(playbooks / name)]
+        # relative to the repository, where the old runner ran ansible-playbook
+        playbooks = REPO / os.environ.get("DB_E2E_PLAYBOOKS", "playbooks")
+        args = []
         for key, value in (extra or {}).items():
-            cmd += ["-e", json.dumps({key: value})]
-        env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-        started = time.time()
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
-        res.elapsed = time.time() - started
+            args += ["-e", json.dumps({key: value})]
+        res = inventory.run_playbook_process(str(playbooks / name), *args, extra_sources=tuple(self.overlay()),
+                                             timeout=timeout)
         log_dir = os.environ.get("DB_E2E_LOG_DIR")
         if log_dir:  # keep every playbook's output (e.g. with ANSIBLE_CALLBACKS_ENABLED=profile_tasks)
             os.makedirs(log_dir, exist_ok=True)
-            stamp = time.strftime("%H%M%S", time.localtime(started))
+            stamp = time.strftime("%H%M%S", time.localtime(res.started))
             with open(os.path.join(log_dir, f"{stamp}-{name}.log"), "w", encoding="utf-8") as fh:
-                fh.write(f"# {' '.join(cmd)}\n# rc={res.returncode} elapsed={res.elapsed:.1f}s\n{res.stdout}\n{res.stderr}")
+                fh.write(f"# {' '.join(res.args)}\n# rc={res.returncode} elapsed={res.elapsed:.1f}s\n{res.stdout}\n{res.stderr}")
         if check and res.returncode != 0:
             raise AssertionError(f"{name} failed ({res.returncode}):\n{res.stdout[-6000:]}\n{res.stderr[-2000:]}")
         return res
@@ -192,6 +170,24 @@ class Cluster:
         return (f"postgresql+psycopg2://{user}:{password}@/socialsphere?{hosts}"
                 f"&target_session_attrs=read-write&sslmode=verify-full&sslrootcert={self.ca_file()}"
                 "&connect_timeout=2")
+
+
+def drill_cluster(db_hosts=1, backup_hosts=1, app=False, inventory_roles=False):
+    """The Cluster of a drill's module fixture: skips when the inventory has fewer than
+    ``db_hosts`` db hosts or ``backup_hosts`` backup hosts (or no app tier, with ``app``);
+    with ``inventory_roles``, asserts that the host running as primary is the inventory's
+    primary (a drill that rebuilds or restores from the roles must not start from a
+    switched cluster)."""
+    c = Cluster()
+    if len(c.db) < db_hosts or len(c.backup) < backup_hosts or (app and not c.groups.get("app")):
+        needs = [f"{db_hosts} db host(s)", f"{backup_hosts} backup host(s)"] + (["the app tier"] if app else [])
+        pytest.skip(f"needs {', '.join(needs)} in the inventory (db: {c.db}, backup: {c.backup})")
+    if inventory_roles:
+        primary = c.primary()
+        assert primary, "no primary is running"
+        assert c.role(primary) == "primary", (
+            f"{primary} runs as primary but the inventory says {c.role(primary)}: switch back first (db-switchover.yml)")
+    return c
 
 
 # --- the repositories (the disaster drills: test_dr_backup_host_lost.py, test_dr_db_tier_rebuilt.py) ---
@@ -227,20 +223,7 @@ def wait_archived(cluster, segment, hosts=None, timeout=600):
 
 
 # --- the failover drill (tests/e2e/test_db_failover.py, tests/bench/db-failover.sh) ---
-WRITER = pathlib.Path(__file__).resolve().parents[1] / "bench" / "db_writer.py"
-
-
-def _read_log(path):
-    acks, errors = [], []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) >= 3:
-                (acks if parts[0] == "ok" else errors).append((int(parts[1]), float(parts[2])))
-    return acks, errors
-
-
-def _second_run(cluster, extra, figures):
+def second_run(cluster, extra, figures):
     """Converge once more after a drill and count the changes (must be 0): db.yml,
     which holds everything that depends on the roles, or the playbook named in
     DB_E2E_SECOND_RUN (e.g. site.yml, the whole deployment: about 9 min more)."""
@@ -280,15 +263,9 @@ def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=No
     table = f"drill_{mode}_{int(time.time())}"
     cluster.psql(old, f"SET ROLE socialsphere_owner; CREATE TABLE {table} (id bigint PRIMARY KEY, written_at timestamptz NOT NULL)",
                  db="socialsphere")
-    workdir = tempfile.mkdtemp(prefix="db-drill-")
-    log_path, stop_path = os.path.join(workdir, "writes.log"), os.path.join(workdir, "stop")
-    writer = subprocess.Popen([str(APP_PYTHON), str(WRITER), cluster.app_url(), table, log_path, stop_path, "600"])
+    writer = Writer(cluster.app_url(), table, 600)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and (not os.path.exists(log_path) or len(_read_log(log_path)[0]) < 30):
-            time.sleep(0.2)
-        before = len(_read_log(log_path)[0])
-        assert before >= 30, "the writer could not write before the drill"
+        before = writer.wait_acknowledged()
 
         version = cluster.version(old)
         log(f"[{mode}] killing PostgreSQL on {old} (SIGKILL) after {before} acknowledged writes")
@@ -305,7 +282,7 @@ def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=No
         deadline = time.time() + 120
         first_ok = None
         while time.time() < deadline:
-            acks_now, errs_now = _read_log(log_path)
+            acks_now, errs_now = writer.log()
             outage = [t for _, t in errs_now if t > t_kill]
             after = [t for _, t in acks_now if outage and t > min(outage)]
             if after:
@@ -315,10 +292,9 @@ def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=No
         assert first_ok, "no write succeeded on the new primary"
         time.sleep(2)
     finally:
-        open(stop_path, "w", encoding="utf-8").close()
-        writer.wait(timeout=30)
+        writer.stop()
 
-    acks, errors = _read_log(log_path)
+    acks, errors = writer.log()
     present = {int(x) for x in cluster.psql(new, f"SELECT id FROM {table}", db="socialsphere").split()}
     lost = sorted(i for i, _ in acks if i not in present)
     figures = {
@@ -346,7 +322,7 @@ def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=No
         else "pg_basebackup" if re.search(r"Copy the primary with pg_basebackup\][^\n]*\n+changed:", rejoin.stdout)
         else "none")
     if second_run:
-        _second_run(cluster, extra, figures)
+        second_run(cluster, extra, figures)
     cluster.psql(new, f"DROP TABLE {table}", db="socialsphere")
     log(f"[{mode}] after rejoin: {figures}")
     return figures
@@ -371,15 +347,9 @@ def switchover_drill(cluster, sync=None, log=print, second_run=True):
     table = f"drill_switchover_{int(time.time())}"
     cluster.psql(old, f"SET ROLE socialsphere_owner; CREATE TABLE {table} (id bigint PRIMARY KEY, written_at timestamptz NOT NULL)",
                  db="socialsphere")
-    workdir = tempfile.mkdtemp(prefix="db-drill-")
-    log_path, stop_path = os.path.join(workdir, "writes.log"), os.path.join(workdir, "stop")
-    writer = subprocess.Popen([str(APP_PYTHON), str(WRITER), cluster.app_url(), table, log_path, stop_path, "1800"])
+    writer = Writer(cluster.app_url(), table, 1800)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and (not os.path.exists(log_path) or len(_read_log(log_path)[0]) < 30):
-            time.sleep(0.2)
-        before = len(_read_log(log_path)[0])
-        assert before >= 30, "the writer could not write before the drill"
+        before = writer.wait_acknowledged()
         log(f"[switchover] {old} -> {new} after {before} acknowledged writes")
         t_play = time.time()
         result = cluster.playbook("db-switchover.yml", dict(extra, db_switchover_target=new))
@@ -387,7 +357,7 @@ def switchover_drill(cluster, sync=None, log=print, second_run=True):
         # the switchover playbook also converges db.yml, which can outlast it.
         deadline = time.time() + 60
         while time.time() < deadline:
-            acks_now, errs_now = _read_log(log_path)
+            acks_now, errs_now = writer.log()
             outage = [t for _, t in errs_now if t >= t_play]
             if outage and any(t > min(outage) for _, t in acks_now):
                 break
@@ -396,10 +366,9 @@ def switchover_drill(cluster, sync=None, log=print, second_run=True):
             raise AssertionError("no write succeeded after the switchover")
         time.sleep(2)
     finally:
-        open(stop_path, "w", encoding="utf-8").close()
-        writer.wait(timeout=30)
+        writer.stop()
 
-    acks, errors = _read_log(log_path)
+    acks, errors = writer.log()
     assert cluster.primary() == new, f"{new} is not the primary after the switchover"
     present = {int(x) for x in cluster.psql(new, f"SELECT id FROM {table}", db="socialsphere").split()}
     lost = sorted(i for i, _ in acks if i not in present)
@@ -419,7 +388,7 @@ def switchover_drill(cluster, sync=None, log=print, second_run=True):
     cluster.set_roles({new: "primary", old: "replica"})
     cluster.wait_streaming(new, old)
     if second_run:
-        _second_run(cluster, extra, figures)
+        second_run(cluster, extra, figures)
     cluster.psql(new, f"DROP TABLE {table}", db="socialsphere")
     log(f"[switchover] {figures}")
     return figures
