@@ -179,6 +179,8 @@ def test_deploy_key_and_vault_password_rotation(lab_inventory):
         refused = [h for h in hosts if fresh_ssh(inv, h, LAB_KEY).returncode != 0]
         assert refused == hosts, f"the retired key still logs in to {sorted(set(hosts) - set(refused))}"
         assert all(logins(inv, temp_key).values())
+        status = script("deploy-key", "-i", str(INVENTORY.parent), "status")
+        assert status.count("SHA256:") == 1 and "<- this control node connects with it" in status, status
         figures.append(("retire", seconds, f"old key refused by sshd on {len(refused)} hosts, new key logs in"))
 
         # ---- the vault password
