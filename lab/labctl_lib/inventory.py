@@ -1,5 +1,7 @@
 """The generated inventory (`labctl inventory`, written by every up/add/remove):
-inventories/lab/hosts.yml, or hosts-<LAB_NAME>.yml for another lab."""
+inventories/lab/hosts.yml, or hosts-<LAB_NAME>.yml for another lab, and
+inventories/lab/group_vars/all/deploy_key.yml (the deploy user's authorized keys
+and the key the control node connects with: the lab's .lab/id_ed25519)."""
 
 import json
 import os
@@ -9,6 +11,7 @@ from .cache import _acng_pid, _port_open
 from .containers import lab_containers
 from .settings import (
     CACHE_PORT,
+    DEPLOY_KEY_VARS,
     GATEWAY,
     GENERATED_MARK,
     GROUP_ORDER,
@@ -60,7 +63,7 @@ def write_inventory(lab_proxy):
         "all:",
         "  vars:",
         "    ansible_user: deploy",
-        f"    ansible_ssh_private_key_file: {q(SSH_KEY)}",
+        "    # the deploy key (ansible_ssh_private_key_file): group_vars/all/deploy_key.yml",
         "    # lab only: hosts are recreated with new host keys",
         "    ansible_ssh_common_args: >-",
         "      -o StrictHostKeyChecking=no",
@@ -89,6 +92,32 @@ def write_inventory(lab_proxy):
     with open(tmp, "w") as f:
         f.write("\n".join(out) + "\n")
     os.replace(tmp, INVENTORY)
+    write_deploy_key_vars()
+
+
+def write_deploy_key_vars():
+    """group_vars/all/deploy_key.yml: the lab's key, the one labctl itself logs in with
+    (bootstrap, wait_ssh). The rotation drill edits it and puts it back byte for byte.
+    Without the key (`labctl inventory` before any `up`) there is nothing to write."""
+    if not os.path.exists(SSH_KEY + ".pub"):
+        return
+    with open(SSH_KEY + ".pub") as f:
+        pubkey = f.read().strip()
+    q = json.dumps
+    out = [
+        f"{GENERATED_MARK} (`labctl up`): the lab's deploy key, rewritten by every up.",
+        "# One source of the deploy user's authorized keys (roles/common through",
+        "# common_admin_users in vars.yml); rotation: docs/runbooks/rotate-secrets.md.",
+        "---",
+        "deploy_authorized_keys:",
+        f"  - {q(pubkey)}",
+        f"ansible_ssh_private_key_file: {q(SSH_KEY)}",
+    ]
+    os.makedirs(os.path.dirname(DEPLOY_KEY_VARS), exist_ok=True)
+    tmp = DEPLOY_KEY_VARS + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(out) + "\n")
+    os.replace(tmp, DEPLOY_KEY_VARS)
 
 
 def cmd_inventory(_args):

@@ -31,7 +31,13 @@ def _load_inventory():
             walk(child)
 
     walk(allgroup)
-    return allgroup.get("vars") or {}, hosts
+    global_vars = dict(allgroup.get("vars") or {})
+    # The deploy key the control node connects with: group_vars/all/deploy_key.yml
+    # (labctl writes it beside the generated hosts file; it wins over hosts.yml).
+    deploy_key = INVENTORY.parent / "group_vars" / "all" / "deploy_key.yml"
+    if deploy_key.exists():
+        global_vars.update(yaml.safe_load(deploy_key.read_text()) or {})
+    return global_vars, hosts
 
 
 GLOBAL_VARS, HOSTS = _load_inventory()

@@ -74,8 +74,11 @@ def test_inventory_has_every_group(tmp_path, monkeypatch):
     path = tmp_path / "hosts.yml"
     monkeypatch.setattr(inventory, "INVENTORY", str(path))
     monkeypatch.setattr(inventory, "INV_DIR", str(tmp_path))
+    monkeypatch.setattr(inventory, "DEPLOY_KEY_VARS", str(tmp_path / "group_vars" / "all" / "deploy_key.yml"))
+    monkeypatch.setattr(inventory, "SSH_KEY", str(tmp_path / "no-key"))  # no key yet: no deploy_key.yml
     monkeypatch.setattr(inventory, "lab_containers", lambda: [("db2", {}), ("edge1", {}), ("db1", {})])
     inventory.write_inventory("http://192.0.2.1:3142")
+    assert not (tmp_path / "group_vars").exists()
     text = path.read_text()
     assert text.startswith(settings.GENERATED_MARK)
     data = yaml.safe_load(text)["all"]
@@ -84,6 +87,27 @@ def test_inventory_has_every_group(tmp_path, monkeypatch):
     assert data["children"]["app"]["hosts"] == {}
     assert data["vars"]["common_apt_proxy"] == "http://192.0.2.1:3142"
     assert data["vars"]["lab_vip"] == str(settings.VIP)
+    # the deploy key is not in hosts.yml: group_vars/all/deploy_key.yml (below) is its one place
+    assert "ansible_ssh_private_key_file" not in data["vars"]
+
+
+def test_the_lab_key_is_the_inventory_s_deploy_key(tmp_path, monkeypatch):
+    """group_vars/all/deploy_key.yml: the public half of the lab key as the one authorized
+    key, its private half as the control node's key (what the rotation drill puts back)."""
+    key = tmp_path / ".lab" / "id_ed25519"
+    key.parent.mkdir()
+    pub = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ5dGVzLW9mLWEtdGVzdC1rZXktMDEyMzQ1Njc4OQ ssai-lab-deploy"
+    pathlib.Path(f"{key}.pub").write_text(pub + "\n")
+    target = tmp_path / "group_vars" / "all" / "deploy_key.yml"
+    monkeypatch.setattr(inventory, "DEPLOY_KEY_VARS", str(target))
+    monkeypatch.setattr(inventory, "SSH_KEY", str(key))
+    inventory.write_deploy_key_vars()
+    text = target.read_text()
+    assert text.startswith(settings.GENERATED_MARK)
+    assert yaml.safe_load(text) == {"deploy_authorized_keys": [pub], "ansible_ssh_private_key_file": str(key)}
+    inventory.write_deploy_key_vars()
+    assert target.read_text() == text  # byte for byte the same on every up
+    assert settings.DEPLOY_KEY_VARS == os.path.join(settings.INV_DIR, "group_vars", "all", "deploy_key.yml")
 
 
 def test_a_new_pebble_forgets_the_saved_edge_certificates(tmp_path, monkeypatch):
