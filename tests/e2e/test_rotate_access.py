@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labutil import BIN, INVENTORY, REPO, VAULT_PASS, ansible_env, parse_recap, run_playbook
-from test_app_support import fail2ban_banned, lab_all_vars, lab_exec
+from labkit.hosts import fail2ban_banned, lab_all_vars, lab_exec
+from labkit.inventory import BIN, INVENTORY, REPO, VAULT_PASS, ansible_env, parse_recap, run_playbook
 
 DEPLOY_KEY_VARS = INVENTORY.parent / "group_vars" / "all" / "deploy_key.yml"
 LAB_KEY = REPO / ".lab" / "id_ed25519"
