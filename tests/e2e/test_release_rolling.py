@@ -32,7 +32,7 @@ import time
 import pytest
 
 from labkit.edge import Edge
-from labkit.haproxy import assert_drained_and_up, haproxy_servers
+from labkit.haproxy import assert_drained_and_up, haproxy_servers, haproxy_stream
 from labkit.hosts import group_hosts, host_address, lab_exec
 from labkit.inventory import parse_recap, run_playbook
 from labkit.release import build_release, current_release, fab
@@ -104,7 +104,8 @@ def retries_off(lab_inventory):
 
 
 def _watch(inv):
-    return RotationWatch(group_hosts(inv, "edge"), lambda edge_host: haproxy_servers(inv, edge_host))
+    return RotationWatch(group_hosts(inv, "edge"), stream_of=lambda edge_host, interval: haproxy_stream(inv, edge_host,
+                                                                                                      interval))
 
 
 def _figures(what, seconds, t0, watch, load, apps, retries):

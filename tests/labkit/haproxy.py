@@ -8,12 +8,22 @@ import subprocess
 import threading
 import time
 
-from labkit.hosts import group_hosts, lab_exec
+from labkit.hosts import container, group_hosts, lab_exec
 
 
 def haproxy_ctl(inv: dict, edge: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run ssai-haproxy (roles/haproxy's runtime-API client) on an edge host."""
     return lab_exec(inv, edge, "ssai-haproxy", *args, check=check)
+
+
+def haproxy_stream(inv: dict, edge: str, interval: float) -> subprocess.Popen:
+    """One `ssai-haproxy status --watch` on the edge host for as long as the caller reads:
+    a JSON line of the servers every `interval` seconds (labkit.rotation's stream_of). Its
+    standard input is a pipe: when this process goes away (terminate), docker closes the
+    watch's stdin and the watch ends, instead of running on in the container."""
+    return subprocess.Popen(["docker", "exec", "-i", container(inv, edge), "ssai-haproxy", "status", "--watch",
+                             str(interval)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
 
 
 def haproxy_servers(inv: dict, edge: str) -> dict[str, dict]:

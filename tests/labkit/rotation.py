@@ -6,15 +6,23 @@ reload, every worker on the release, /readyz, ready, UP), without the rollout's 
 steps (install on every host, migration, the deploy lock and log). Standard library only
 (tests/unit/test_rotation_watch.py).
 
-One thread per edge host reads its HAProxy (``servers_of(edge)``: labkit.haproxy's
-haproxy_servers, i.e. `ssai-haproxy status --json` through docker exec) as often as it
-can, ``interval`` apart, and keeps every change of a server's (admin, status); a sample's
-time is the middle of its read. The precision of a span is the longest read of an edge
-(``resolution``), printed with the figures.
+One thread per edge host reads its HAProxy and keeps every change of a server's (admin,
+status), in one of two ways:
+- ``stream_of(edge, interval)``: a process that prints one JSON line of servers per read
+  (labkit.haproxy's haproxy_stream: one `ssai-haproxy status --watch` per edge host for
+  the whole watch); a sample's time is its line's arrival. What the rollout drills use: a
+  docker exec per sample costs the 2-core lab machine more CPU than the rollout it
+  measures. The precision of a span is the longest gap between two lines (``resolution``).
+- ``servers_of(edge)``: one read per call (labkit.haproxy's haproxy_servers), ``interval``
+  apart; a sample's time is the middle of its read, the precision the longest read plus
+  the interval.
+The precision is printed with the figures.
 """
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
@@ -50,8 +58,12 @@ class RotationWatch:
     has the shape of labkit.haproxy.HaproxyWatch's (the statuses each (edge, server)
     went through), so assert_drained_and_up takes either."""
 
-    def __init__(self, edges: list[str], servers_of: Callable[[str], dict[str, dict]], interval: float = 0.25):
-        self.edges, self.servers_of, self.interval = edges, servers_of, interval
+    def __init__(self, edges: list[str], servers_of: Callable[[str], dict[str, dict]] | None = None,
+                 interval: float = 0.25, stream_of: Callable[[str, float], subprocess.Popen] | None = None):
+        if (servers_of is None) == (stream_of is None):
+            raise ValueError("RotationWatch needs servers_of or stream_of (one of them)")
+        self.edges, self.servers_of, self.stream_of, self.interval = edges, servers_of, stream_of, interval
+        self._procs: list[subprocess.Popen] = []
         self.samples: list[tuple] = []
         self.seen: dict[tuple[str, str], set[str]] = {}
         self.reads: Counter = Counter()
@@ -59,7 +71,28 @@ class RotationWatch:
         self._last: dict[tuple[str, str], tuple[str, str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(edge,), daemon=True) for edge in edges]
+        run = self._run if stream_of is None else self._run_stream
+        self._threads = [threading.Thread(target=run, args=(edge,), daemon=True) for edge in edges]
+
+    def _run_stream(self, edge: str) -> None:
+        proc = self.stream_of(edge, self.interval)
+        with self._lock:
+            self._procs.append(proc)
+        last = None
+        for line in proc.stdout:
+            if self._stop.is_set():
+                break
+            t = time.monotonic()
+            try:
+                servers = {row["name"]: row for row in json.loads(line)["servers"]}
+            except (ValueError, KeyError, TypeError):
+                continue  # not a line of servers: a missed sample, not a result
+            self.record(edge, t, servers)
+            with self._lock:
+                self.reads[edge] += 1
+                if last is not None:  # resolution adds the interval back
+                    self.longest_read[edge] = max(self.longest_read.get(edge, 0.0), t - last - self.interval)
+            last = t
 
     def _run(self, edge: str) -> None:
         while not self._stop.is_set():
@@ -102,8 +135,20 @@ class RotationWatch:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            proc.terminate()
         for thread in self._threads:
             thread.join(30)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+            if proc.stdout:
+                proc.stdout.close()
 
 
 def per_host_report(spans: dict[str, list[tuple[float, float | None]]], hosts: list[str], origin: float,

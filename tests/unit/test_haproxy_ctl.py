@@ -461,3 +461,39 @@ def test_real_drain_wait_keep_last_and_missing_return_at_once(haproxy):
     assert res.returncode == 0 and "not in this HAProxy" in res.stdout
     res = ctl_run(haproxy, "ready", "--wait", "--missing-ok", "app9")
     assert res.returncode == 0 and "not in this HAProxy" in res.stdout
+
+
+def test_status_watch_streams_one_line_per_read_until_the_reader_goes(haproxy):
+    """status --watch: one process, one compact JSON line per read (what the rollout
+    drills' rotation watch reads instead of a new process per sample); a drain shows up
+    in the stream; the end of its standard input (a pipe: the reader went away) ends it
+    with exit 0, and so does a closed stdout."""
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--config", haproxy["config"], "status", "--watch", "0.1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for _ in range(3):
+            lines.append(json.loads(proc.stdout.readline()))
+        assert [s["name"] for s in lines[0]["servers"]] == list(status(haproxy))
+        assert lines[0]["time"] < lines[1]["time"] < lines[2]["time"]
+        assert ctl_run(haproxy, "drain", "app1").returncode == 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            row = {s["name"]: s for s in json.loads(proc.stdout.readline())["servers"]}["app1"]
+            if row["admin"] == "drain":
+                break
+        assert row["admin"] == "drain"
+    finally:
+        assert ctl_run(haproxy, "ready", "app1").returncode == 0
+        proc.stdin.close()
+        assert proc.wait(10) == 0, proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--config", haproxy["config"], "status", "--watch", "0.1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert json.loads(proc.stdout.readline())["servers"]
+    proc.stdout.close()
+    assert proc.wait(10) == 0
+    assert proc.stderr.read() == ""
+    proc.stderr.close()
+    proc.stdin.close()

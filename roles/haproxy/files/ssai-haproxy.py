@@ -7,6 +7,7 @@ app playbook, the end-to-end tests, the runbooks). Installed by roles/haproxy as
 /etc/haproxy/ssai-haproxy.json, which the role writes from its variables.
 
     ssai-haproxy status [--json]             servers: admin state, status, check, sessions
+    ssai-haproxy status --watch 0.25         one JSON line (time, servers) every 0.25 s until stopped
     ssai-haproxy drain app1                  set server <backend>/app1 state drain
     ssai-haproxy drain --keep-last app1      ... unless app1 is the only server in rotation
     ssai-haproxy drain --wait app1           ... then wait until it has 0 current sessions (one call)
@@ -30,7 +31,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import select
 import socket
+import stat
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -270,6 +274,8 @@ def cmd_api(api: RuntimeApi, args: argparse.Namespace) -> int:
 
 
 def cmd_status(api: RuntimeApi, args: argparse.Namespace) -> int:
+    if args.watch:
+        return _watch_status(api, args.watch)
     servers = api.servers()
     if args.json:
         print(json.dumps({"backend": api.backend, "socket": api.socket_path,
@@ -280,6 +286,36 @@ def cmd_status(api: RuntimeApi, args: argparse.Namespace) -> int:
     for s in servers.values():
         print(f"{s.name:12} {s.admin:6} {s.status:10} {s.check or '-':10} {s.sessions:>8}")
     return 0
+
+
+def _stdin_is_a_pipe() -> bool:
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def _watch_status(api: RuntimeApi, interval: float) -> int:
+    """One compact JSON line per read, every `interval` seconds, until interrupted, stdout
+    closes, or (when standard input is a pipe or socket: `docker exec -i`, ssh) standard
+    input ends: one process that watches a rollout (a new process per read costs more
+    than the read). A reader that goes away without closing our stdout (docker exec's
+    client killed) closes our stdin, so the watch does not outlive it."""
+    watch_stdin = _stdin_is_a_pipe()
+    try:
+        while True:
+            servers = api.servers()
+            print(json.dumps({"time": time.time(), "servers": [asdict(s) for s in servers.values()]},
+                             separators=(",", ":")), flush=True)
+            if not watch_stdin:
+                time.sleep(interval)
+            elif select.select([sys.stdin], [], [], interval)[0] and not os.read(sys.stdin.fileno(), 4096):
+                return 0  # end of standard input: the reader is gone
+    except (BrokenPipeError, KeyboardInterrupt):
+        # the reader went away: done (stdout points at /dev/null so the exit flush stays quiet)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 # ---------------------------------------------------------------- command line
@@ -310,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="the backend's servers: admin state, status, check, current sessions")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", type=_seconds, metavar="SECONDS",
+                        help="read again every SECONDS, one JSON line each (a timestamp and the servers), "
+                             "until interrupted")
     status.set_defaults(func=cmd_status)
     drain = sub.add_parser("drain", parents=[server, waiting], help="no new sessions for the server (state drain)")
     drain.add_argument("--keep-last", action="store_true",
