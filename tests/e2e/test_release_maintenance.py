@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-from labkit.edge import CA_BUNDLE, Edge, served_serial, vip_holder
+from labkit.edge import Edge, certbot_renew, served_serial, vip_holder, wait_serial_change
 from labkit.hosts import group_hosts, lab_exec
 from labkit.inventory import REPO
 from labkit.release import current_release, fab
@@ -231,14 +231,8 @@ def test_the_maintenance_page_on_and_off(lab_inventory):
     holder = vip_holder(inv)
     before = served_serial(edge)
     t0 = time.monotonic()
-    for attempt in range(3):  # Pebble rejects 5 % of nonces on purpose (test_edge_certbot_renew.py)
-        res = lab_exec(inv, holder, "env", f"REQUESTS_CA_BUNDLE={CA_BUNDLE}", "certbot", "renew", "--force-renewal",
-                       "--no-random-sleep-on-renew", check=False, timeout=180)
-        if res.returncode == 0 or "badNonce" not in res.stdout + res.stderr:
-            break
-        print(f"{holder}: renewal attempt {attempt + 1} failed with badNonce; running it again")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    after = served_serial(edge)
+    certbot_renew(inv, holder)
+    after = wait_serial_change(edge, before)
     print(f"{holder}: certbot renew with the page on: {time.monotonic() - t0:.1f}s, serial {before} -> {after}")
     assert after != before
     assert edge.get("/api/v1/plans")[0] == 503
