@@ -21,9 +21,13 @@ import time
 import urllib.request
 
 import pytest
+import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "roles" / "socialsphere_app" / "files" / "socialsphere-switch.py"
+LIBEXEC_FILES = next(task["loop"] for task in yaml.safe_load(
+    (REPO / "roles" / "socialsphere_app" / "tasks" / "install.yml").read_text())
+    if "socialsphere-switch.py" in task.get("loop", []))
 GUNICORN = os.environ.get("SSAI_TEST_GUNICORN") or str(REPO / "app" / ".venv" / "bin" / "gunicorn")
 
 APP = '''
@@ -130,10 +134,10 @@ def site(tmp_path):
     systemctl = bindir / "systemctl"
     systemctl.write_text(FAKE_SYSTEMCTL.format(python=sys.executable, gunicorn=GUNICORN, conf=str(conf), port=port))
     systemctl.chmod(0o755)
-    # The role installs the switch beside running-state.py.
+    # What the role installs beside the switch (its install task's loop).
     libexec = tmp_path / "lib"
     libexec.mkdir()
-    for name in ("socialsphere-switch.py", "running-state.py"):
+    for name in LIBEXEC_FILES:
         shutil.copy(SCRIPT.parent / name, libexec / name)
     env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", FAKE_SYSTEMD_DIR=str(fake))
 

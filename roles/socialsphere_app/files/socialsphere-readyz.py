@@ -20,11 +20,11 @@ from urllib.parse import urlsplit
 REQUEST_TIMEOUT = 5.0
 
 
-def probe(url: str) -> tuple[bool, str]:
-    """One GET: (answered 200, what it answered)."""
+def probe(url: str, timeout: float = REQUEST_TIMEOUT) -> tuple[bool, str]:
+    """One GET: (answered 200, what it answered). Also socialsphere-switch.py's probe."""
     try:
-        # The URL is checked to be http(s) in main().
-        with urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT) as resp:  # noqa: S310
+        # The URL is checked to be http(s) in main() (here and in socialsphere-switch.py).
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
             return resp.status == 200, f"HTTP {resp.status}"
     except urllib.error.HTTPError as exc:
         body = exc.read(200).decode(errors="replace").strip()
@@ -33,7 +33,7 @@ def probe(url: str) -> tuple[bool, str]:
         return False, str(getattr(exc, "reason", exc))
 
 
-def _seconds(value: str) -> float:
+def positive_seconds(value: str) -> float:
     seconds = float(value)
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0: {value}")
@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="socialsphere-readyz",
                                      description="Wait until the app's /readyz answers 200.")
     parser.add_argument("url", help="the /readyz URL, e.g. http://10.0.20.21:8000/readyz")
-    parser.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait at most (default: 60)")
-    parser.add_argument("--interval", type=_seconds, default=1.0, help="seconds between attempts (default: 1)")
+    parser.add_argument("--timeout", type=positive_seconds, default=60.0, help="seconds to wait at most (default: 60)")
+    parser.add_argument("--interval", type=positive_seconds, default=1.0, help="seconds between attempts (default: 1)")
     return parser
 
 

@@ -38,8 +38,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -51,16 +49,18 @@ class SwitchError(Exception):
     pass
 
 
-def _running_state():
-    """running-state.py, installed beside this script: one source for reading the main
-    process and its workers, and for the name of the pending-activation file."""
-    spec = importlib.util.spec_from_file_location("running_state", HERE / "running-state.py")
+def _beside(name: str, filename: str):
+    """A script installed beside this one, as a module."""
+    spec = importlib.util.spec_from_file_location(name, HERE / filename)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-STATE = _running_state()
+# running-state.py: one source for reading the main process and its workers, and for
+# the name of the pending-activation file; socialsphere-readyz.py: the /readyz probe.
+STATE = _beside("running_state", "running-state.py")
+READYZ = _beside("socialsphere_readyz", "socialsphere-readyz.py")
 PENDING = STATE.PENDING
 
 
@@ -81,17 +81,6 @@ def systemctl(*args: str) -> subprocess.CompletedProcess:
 def unit_properties(unit: str) -> dict[str, str]:
     out = systemctl("show", unit, "--property=ActiveState,NeedDaemonReload,LoadState,MainPID").stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def probe(url: str) -> tuple[bool, str]:
-    try:
-        # The URL is checked to be http(s) in main().
-        with urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT) as resp:  # noqa: S310
-            return resp.status == 200, f"HTTP {resp.status}"
-    except urllib.error.HTTPError as exc:
-        return False, f"HTTP {exc.code} {exc.read(200).decode(errors='replace').strip()}".strip()
-    except (urllib.error.URLError, OSError) as exc:
-        return False, str(getattr(exc, "reason", exc))
 
 
 def read_pending(root: Path) -> str:
@@ -159,7 +148,7 @@ def wait_serving(args: argparse.Namespace) -> list[str]:
         pid = STATE.main_pid(args.unit)
         workers = STATE.worker_releases(pid) if pid else []
         if workers and set(workers) == {args.release}:
-            ok, answer = probe(args.url)
+            ok, answer = READYZ.probe(args.url, REQUEST_TIMEOUT)
             if ok:
                 return workers
         if time.monotonic() >= deadline:
@@ -167,13 +156,6 @@ def wait_serving(args: argparse.Namespace) -> list[str]:
                 f"Gunicorn does not serve {args.release} after {args.timeout:g}s: main process {pid or 'none'}, "
                 f"workers on {', '.join(sorted(set(workers))) or 'none'}, {args.url}: {answer}")
         time.sleep(args.interval)
-
-
-def _seconds(value: str) -> float:
-    seconds = float(value)
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {value}")
-    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--release", required=True, help="the release (a directory name under releases/)")
     parser.add_argument("--url", required=True, help="the /readyz URL, e.g. http://10.0.20.21:8000/readyz")
     parser.add_argument("--unit", default="socialsphere.service", help="the Gunicorn unit (default: %(default)s)")
-    parser.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait at most (default: 60)")
-    parser.add_argument("--interval", type=_seconds, default=0.2, help="seconds between checks (default: 0.2)")
+    seconds = READYZ.positive_seconds
+    parser.add_argument("--timeout", type=seconds, default=60.0, help="seconds to wait at most (default: 60)")
+    parser.add_argument("--interval", type=seconds, default=0.2, help="seconds between checks (default: 0.2)")
     parser.add_argument("--restart", action="store_true", help="restart instead of a graceful reload")
     parser.add_argument("--restore", action="store_true",
                         help="going back after a failed activation: restart when `current` moves back")
