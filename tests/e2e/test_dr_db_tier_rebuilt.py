@@ -136,7 +136,7 @@ def test_database_tier_lost_and_rebuilt_from_the_backups(cluster, lab_inventory)
         assert "Mark the rebuild as under way" not in again.stdout
 
         # a second converge of the database tier changes nothing
-        db.second_run(cluster, {"db_preflight": False}, figures)
+        db.run_db_yml_again(cluster, {"db_preflight": False}, figures)
         assert figures["second_run_changed"] == 0, f"{figures['second_run']} changed something after the rebuild"
     finally:
         # the worker timers again (also when a step above failed: the lab must work)

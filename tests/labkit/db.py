@@ -223,7 +223,7 @@ def wait_archived(cluster, segment, hosts=None, timeout=600):
 
 
 # --- the failover drill (tests/e2e/test_db_failover.py, tests/bench/db-failover.sh) ---
-def second_run(cluster, extra, figures):
+def run_db_yml_again(cluster, extra, figures):
     """Converge once more after a drill and count the changes (must be 0): db.yml,
     which holds everything that depends on the roles, or the playbook named in
     DB_E2E_SECOND_RUN (e.g. site.yml, the whole deployment: about 9 min more)."""
@@ -322,7 +322,7 @@ def failover_drill(cluster, sync, log=print, converge_first=True, rejoin_sync=No
         else "pg_basebackup" if re.search(r"Copy the primary with pg_basebackup\][^\n]*\n+changed:", rejoin.stdout)
         else "none")
     if second_run:
-        second_run(cluster, extra, figures)
+        run_db_yml_again(cluster, extra, figures)
     cluster.psql(new, f"DROP TABLE {table}", db="socialsphere")
     log(f"[{mode}] after rejoin: {figures}")
     return figures
@@ -388,7 +388,7 @@ def switchover_drill(cluster, sync=None, log=print, second_run=True):
     cluster.set_roles({new: "primary", old: "replica"})
     cluster.wait_streaming(new, old)
     if second_run:
-        second_run(cluster, extra, figures)
+        run_db_yml_again(cluster, extra, figures)
     cluster.psql(new, f"DROP TABLE {table}", db="socialsphere")
     log(f"[switchover] {figures}")
     return figures
