@@ -263,10 +263,11 @@ def test_real_unknown_backend(haproxy):
     assert "HAProxy has no backend 'be_nope'" in res.stderr
 
 
-def test_real_drain_waits_for_the_session_in_flight_then_ready(haproxy):
-    assert ctl_run(haproxy, "wait-up", "app1", "--timeout", "10").returncode == 0
+def _session_in_flight(haproxy, result):
+    """A slow GET through HAProxy held by the stand-in app until _App.release is set
+    (its answer goes into result["answer"]); returns the client thread once app1
+    counts the session."""
     _App.release.clear()
-    result = {}
 
     def slow_request():
         with socket.create_connection(("127.0.0.1", haproxy["front"]), timeout=30) as s:
@@ -278,8 +279,20 @@ def test_real_drain_waits_for_the_session_in_flight_then_ready(haproxy):
     try:
         deadline = time.monotonic() + 10
         while status(haproxy)["app1"]["sessions"] != 1 and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.05)
         assert status(haproxy)["app1"]["sessions"] == 1
+    except BaseException:
+        _App.release.set()
+        client.join(30)
+        raise
+    return client
+
+
+def test_real_drain_waits_for_the_session_in_flight_then_ready(haproxy):
+    assert ctl_run(haproxy, "wait-up", "app1", "--timeout", "10").returncode == 0
+    result = {}
+    client = _session_in_flight(haproxy, result)
+    try:
 
         res = ctl_run(haproxy, "drain", "app1")
         assert (res.returncode, res.stdout.strip()) == (0, "be_app/app1: ready -> drain")
@@ -369,21 +382,9 @@ def test_real_wait_drained_on_a_server_in_rotation_returns_at_once(haproxy):
 # ---------------------------------------------------------------- drain --wait, ready --wait (one call each)
 def test_real_drain_wait_returns_when_the_session_in_flight_ends(haproxy):
     assert ctl_run(haproxy, "wait-up", "app1", "--timeout", "10").returncode == 0
-    _App.release.clear()
     result = {}
-
-    def slow_request():
-        with socket.create_connection(("127.0.0.1", haproxy["front"]), timeout=30) as s:
-            s.sendall(b"GET /slow HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-            result["answer"] = s.recv(1024)
-
-    client = threading.Thread(target=slow_request)
-    client.start()
+    client = _session_in_flight(haproxy, result)
     try:
-        deadline = time.monotonic() + 10
-        while status(haproxy)["app1"]["sessions"] != 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert status(haproxy)["app1"]["sessions"] == 1
         proc = subprocess.Popen([sys.executable, str(SCRIPT), "--config", haproxy["config"], "drain", "--wait",
                                  "--timeout", "20", "--interval", "0.1", "app1"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
