@@ -22,7 +22,6 @@ midway puts app2 back (new machine, replace-host.yml) so the lab is left as foun
 A long drill (`make test-drills`, about 20 minutes).
 Run: pytest -s tests/e2e/test_isolate_host.py
 """
-import gzip
 import json
 import re
 import stat
@@ -124,11 +123,10 @@ def test_compromised_app_host_contained_and_replaced_under_load(lab_inventory, t
         assert "socialsphere" in (evidence / "host-journal.txt").read_text()
         assert "/etc/passwd" in (evidence / "host-file-hashes.txt").read_text()
         assert "/srv/socialsphere/releases/" in (evidence / "host-file-hashes.txt").read_text()
-        journals = list(evidence.glob("central-journal-*.export.gz"))
-        assert journals, f"no export of the central journal in {names}"
-        with gzip.open(journals[0], "rt", errors="replace") as fh:
-            head = fh.read(1 << 20)
-        assert "__REALTIME_TIMESTAMP=" in head
+        journals = list(evidence.glob("central-journal-*"))
+        assert journals, f"no file of the central journal in {names}"
+        # journald's file signature: the receiver's own file, as it was written.
+        assert all(j.read_bytes()[:8] == b"LPKSHHRH" for j in journals), journals
         sums = (evidence / "SHA256SUMS").read_text()
         assert all(n in sums for n in names if n != "SHA256SUMS"), sums
 
