@@ -17,6 +17,7 @@ import pathlib
 import shutil
 
 import pytest
+from cryptography import x509
 
 from ansible_run import case_plan, case_refusal, local_env, run_check_cases, run_playbook
 
@@ -123,7 +124,11 @@ def steps(tmp_path_factory):
 
 
 def certs(text):
-    return text.count("-----BEGIN CERTIFICATE-----")
+    """The number of certificates of a PEM bundle, each parsed (a bundle that does not parse fails)."""
+    assert "\\n" not in text and text.endswith("-----END CERTIFICATE-----\n"), text[-200:]
+    parsed = x509.load_pem_x509_certificates(text.encode())
+    assert len(parsed) == text.count("-----BEGIN CERTIFICATE-----")
+    return len(parsed)
 
 
 def test_add_trusts_both_cas_and_keeps_the_old_one_in_effect(steps):
