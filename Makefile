@@ -124,7 +124,9 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # certbot renewal with it on) and a release with a contract migration refused without
 # --contract, then deployed and rolled back behind the page (test_release_maintenance.py,
 # about 15 min); the whole database tier destroyed and rebuilt from
-# the backups (test_dr_db_tier_rebuilt.py); and the JWT signing
+# the backups (test_dr_db_tier_rebuilt.py); the whole site destroyed but the off-site
+# backup host and rebuilt from it and the state backup (test_dr_site_rebuilt.py, about
+# 25-35 min); and the JWT signing
 # key rotation, about 25 min, most of it the wait for the old key's tokens to
 # expire; the app's database password rotation, about 6 min; the deploy SSH key and the
 # vault password rotated and back, test_rotate_access.py, about 10 min, most of it one
