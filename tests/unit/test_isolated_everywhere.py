@@ -9,13 +9,13 @@ import pytest
 import yaml
 
 PLAYBOOKS = pathlib.Path(__file__).resolve().parents[2] / "playbooks"
-# Operations whose hosts come from the inventory's groups (besides site.yml's imports).
-OPERATIONS = ["site.yml", "rotate-secrets.yml", "scale-out.yml", "state-backup.yml", "patch-held-packages.yml",
-              "release-running.yml", "isolate-host.yml"]
+# Every playbook: site.yml, what it imports, and each operation (a new one is checked too).
+OPERATIONS = sorted(p.name for p in PLAYBOOKS.glob("*.yml"))
 # Plays on hosts named by the request or built at run time, not on inventory groups.
 REQUESTED = {"{{ replace_host | default([]) }}", "{{ isolate_host | default([]) }}",
              "{{ (isolate_host | trim ~ ':&edge') if isolate_host is defined else [] }}",
-             "patch_wave_other", "patch_wave_db_replica", "patch_wave_db_primary"}
+             "patch_wave_other", "patch_wave_db_replica", "patch_wave_db_primary",
+             "db_failover_old:db_failover_new", "db_failover_old", "{{ db_restore_host | default('db[0]') }}"}
 
 
 def plays(name, seen=None):
