@@ -57,7 +57,9 @@ def info_with_pass(cluster, host, repo, cipher_pass):
     argv = cluster.command(host, cmd)
     if argv[:2] == ["docker", "exec"]:
         argv = argv[:2] + ["-i"] + argv[2:]
-    res = subprocess.run(argv, input=cipher_pass + "\n", capture_output=True, text=True, timeout=120, check=False)
+    # errors="replace": a wrong pass makes pgBackRest print the undecryptable bytes.
+    res = subprocess.run(argv, input=cipher_pass + "\n", capture_output=True, text=True, errors="replace",
+                         timeout=120, check=False)
     try:
         code = json.loads(res.stdout)[0]["status"]["code"]
     except (ValueError, IndexError, KeyError, TypeError):
