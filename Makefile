@@ -124,11 +124,14 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # certbot renewal with it on) and a release with a contract migration refused without
 # --contract, then deployed and rolled back behind the page (test_release_maintenance.py,
 # about 15 min); the whole database tier destroyed and rebuilt from
-# the backups (test_dr_db_tier_rebuilt.py); and the JWT signing
+# the backups (test_dr_db_tier_rebuilt.py); a compromised app host isolated under
+# load, kept isolated by site.yml (changed=0) and replaced (test_isolate_host.py,
+# about 20 min); and the JWT signing
 # key rotation, about 25 min, most of it the wait for the old key's tokens to
 # expire; the app's database password rotation, about 6 min; the deploy SSH key and the
 # vault password rotated and back, test_rotate_access.py, about 10 min, most of it one
-# site.yml) run with `make test-drills`.
+# site.yml; the cipher of pgBackRest repository 2 rotated while writes continue,
+# test_rotate_cipher.py, about 5 min, not yet measured on the lab) run with `make test-drills`.
 E2E_CI := tests/lab tests/e2e/test_00_idempotence.py \
 	tests/e2e/test_monitoring.py tests/e2e/test_monitoring_dashboards.py tests/e2e/test_monitoring_logs.py \
 	tests/e2e/test_metrics.py tests/e2e/test_app_admin.py tests/e2e/test_base_ports.py tests/e2e/test_base_fail2ban.py tests/e2e/test_base_needrestart.py \

@@ -124,7 +124,9 @@ def inventory() -> dict:
 
 
 def hosts_of(inv: dict, group: str) -> list[Host]:
-    names = inv.get(group, {}).get("hosts", [])
+    # A host of group isolated (compromised, playbooks/isolate-host.yml) is never contacted.
+    isolated = set(inv.get("isolated", {}).get("hosts", []))
+    names = [n for n in inv.get(group, {}).get("hosts", []) if n not in isolated]
     hostvars = inv.get("_meta", {}).get("hostvars", {})
     return [Host(n, hostvars.get(n, {}).get("ansible_host", n), hostvars.get(n, {})) for n in names]
 

@@ -87,6 +87,9 @@ def write_inventory(lab_proxy):
         for h in sorted(by_group[g], key=lambda x: host_spec(x)["n"]):
             out.append(f"        {h}:")
             out += [f"          {k}: {v}" for k, v in host_vars(h).items()]
+    # The group of compromised hosts (playbooks/isolate-host.yml): empty in the
+    # lab; its drill adds a host through an inventory of its own.
+    out += ["    isolated:", "      hosts: {}"]
     os.makedirs(INV_DIR, exist_ok=True)
     tmp = INVENTORY + ".tmp"
     with open(tmp, "w") as f:

@@ -251,3 +251,12 @@ def test_the_flag_path_is_the_nginx_roles(fab):
     host = fab.Host("edge1", "10.0.0.1", {})
     assert host.role_var("nginx_maintenance_flag") == "/var/lib/nginx-maintenance/on"
     assert fab.Host("edge1", "10.0.0.1", {"nginx_maintenance_flag": "/x/on"}).role_var("nginx_maintenance_flag") == "/x/on"
+
+
+def test_an_isolated_host_is_never_among_the_hosts_fabric_contacts(fab):
+    """A compromised host (group isolated, playbooks/isolate-host.yml) is left out."""
+    inv = {"app": {"hosts": ["app1", "app2"]}, "isolated": {"hosts": ["app2"]},
+           "_meta": {"hostvars": {"app1": {"ansible_host": "192.0.2.21"}, "app2": {"ansible_host": "192.0.2.22"}}}}
+    assert [h.name for h in fab.hosts_of(inv, "app")] == ["app1"]
+    del inv["isolated"]
+    assert [h.name for h in fab.hosts_of(inv, "app")] == ["app1", "app2"]

@@ -86,3 +86,49 @@ def test_unreadable_lines_cost_a_module_run_not_a_rule():
     assert ufw.ufw_missing(HELD, ufw.ufw_state(garbled)) == []
     bad_source = dict(HELD[0], **{"from": "not-an-address"})
     assert ufw.ufw_missing([bad_source], ufw.ufw_state(GREP)) == [bad_source]
+
+
+# The denies of an isolated host (firewall_denied_hosts), as ufw 0.36 writes them for
+# `ufw insert 1 deny from 172.30.77.22 comment ...` and `ufw insert 1 deny out to ...`.
+ISOLATED = "socialsphere: isolated app2"
+DENIES = [
+    "/etc/ufw/user.rules:### tuple ### deny any any 0.0.0.0/0 any 172.30.77.22 in comment=" + ISOLATED.encode().hex(),
+    "/etc/ufw/user.rules:### tuple ### deny any any 172.30.77.22 any 0.0.0.0/0 out comment=" + ISOLATED.encode().hex(),
+]
+DENY_IN = {"rule": "deny", "proto": "any", "port": "", "from": "172.30.77.22", "comment": ISOLATED}
+DENY_OUT = {"rule": "deny", "proto": "any", "port": "", "direction": "out", "to": "172.30.77.22", "comment": ISOLATED}
+
+
+def test_held_denies_in_and_out_are_not_missing():
+    state = ufw.ufw_state(GREP + DENIES)
+    assert ufw.ufw_missing([DENY_IN, DENY_OUT], state) == []
+    # Each direction is its own rule: the incoming deny does not stand for the outgoing one.
+    assert ufw.ufw_missing([DENY_IN, DENY_OUT], ufw.ufw_state(GREP + DENIES[:1])) == [DENY_OUT]
+    assert ufw.ufw_missing([DENY_IN, DENY_OUT], ufw.ufw_state(GREP)) == [DENY_IN, DENY_OUT]
+
+
+def test_an_allow_from_the_host_is_not_a_deny():
+    allow = "/etc/ufw/user.rules:### tuple ### allow any any 0.0.0.0/0 any 172.30.77.22 in comment=" + ISOLATED.encode().hex()
+    assert ufw.ufw_missing([DENY_IN], ufw.ufw_state(GREP + [allow])) == [DENY_IN]
+
+
+def test_denies_of_hosts_no_longer_isolated_are_stale():
+    state = ufw.ufw_state(GREP + DENIES)
+    prefix = "socialsphere: isolated "
+    assert ufw.ufw_stale_denies(state, [DENY_IN, DENY_OUT], prefix) == []
+    assert ufw.ufw_stale_denies(state, [], prefix) == [
+        {"from": "172.30.77.22", "comment": ISOLATED},
+        {"to": "172.30.77.22", "direction": "out", "comment": ISOLATED},
+    ]
+    # The host moved to another address: the old denies go, the new ones are missing.
+    moved_in, moved_out = dict(DENY_IN, **{"from": "172.30.77.99"}), dict(DENY_OUT, to="172.30.77.99")
+    assert len(ufw.ufw_stale_denies(state, [moved_in, moved_out], prefix)) == 2
+    assert ufw.ufw_missing([moved_in, moved_out], state) == [moved_in, moved_out]
+
+
+def test_other_denies_are_never_stale():
+    """fail2ban's bans and an operator's own denies are not the role's to delete."""
+    ban = "/etc/ufw/user.rules:### tuple ### deny any any 0.0.0.0/0 any 203.0.113.7 in comment=" + b"f2b sshd".hex()
+    plain = "/etc/ufw/user.rules:### tuple ### deny tcp 25 0.0.0.0/0 any 0.0.0.0/0 out"
+    state = ufw.ufw_state(GREP + [ban, plain])
+    assert ufw.ufw_stale_denies(state, [], "socialsphere: isolated ") == []

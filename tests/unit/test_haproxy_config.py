@@ -65,3 +65,13 @@ def test_retry_disabled_retries_nothing(tmp_path):
     check(tmp_path, text)
     assert retry_lines(text) == ["retries 0", "retry-on none"]
     assert "option redispatch" not in text
+
+
+def test_an_isolated_app_server_starts_disabled(tmp_path):
+    """edge.yml marks an isolated (compromised) app host `disabled`: MAINT from the start,
+    so a reload keeps it out of rotation; the others stay as they were."""
+    servers = [SERVERS[0], dict(SERVERS[1], disabled=True)]
+    text = render(tmp_path, haproxy_backend_servers=servers)
+    check(tmp_path, text)
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("server app")]
+    assert lines == ["server app1 127.0.0.1:18000", "server app2 127.0.0.1:18001 disabled"]

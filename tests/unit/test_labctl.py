@@ -82,7 +82,8 @@ def test_inventory_has_every_group(tmp_path, monkeypatch):
     text = path.read_text()
     assert text.startswith(settings.GENERATED_MARK)
     data = yaml.safe_load(text)["all"]
-    assert list(data["children"]) == settings.GROUP_ORDER
+    assert list(data["children"]) == [*settings.GROUP_ORDER, "isolated"]
+    assert data["children"]["isolated"]["hosts"] == {}  # no compromised host (playbooks/isolate-host.yml)
     assert list(data["children"]["db"]["hosts"]) == ["db1", "db2"]
     assert data["children"]["app"]["hosts"] == {}
     assert data["vars"]["common_apt_proxy"] == "http://192.0.2.1:3142"

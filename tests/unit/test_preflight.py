@@ -39,6 +39,17 @@ def test_complete_inventory_passes(inventory):
     assert "failed=0" in out
 
 
+def test_an_isolated_host_passes_and_an_isolated_primary_is_refused(inventory):
+    edit_yaml(inventory / "hosts.yml", lambda d: d["all"]["children"].update(isolated={"hosts": {"app2": {}}}))
+    rc, out = run("preflight.yml", inventory, "-e", local_os_as_supported())
+    assert rc == 0, out[-3000:]
+    assert "app2" not in out.split("PLAY RECAP")[-1], "preflight's host checks ran on the isolated host"
+    edit_yaml(inventory / "hosts.yml", lambda d: d["all"]["children"].update(isolated={"hosts": {"db1": {}}}))
+    rc, out = run("preflight.yml", inventory, "-e", local_os_as_supported())
+    assert rc != 0
+    assert "db1 is the database primary and in group isolated: every play would" in out, out[-3000:]
+
+
 def test_missing_vault_variable_is_named_with_its_file(inventory):
     edit_yaml(inventory / "group_vars/all/vault.yml", lambda d: d.pop("vault_app_secret_key"))
     rc, out = run("preflight.yml", inventory)

@@ -82,8 +82,9 @@ def test_the_playbook_parses_with_the_production_inventory():
 
 @pytest.mark.parametrize("extra, message", [
     ((), "rotate-secrets.yml needs -e rotate=jwt (the app's JWT signing keys), -e rotate=db (the app's database "
-         "password) or -e rotate=deploy_key (the deploy user's SSH key) (got '')"),
-    (("-e", "rotate=ssh"), "or -e rotate=deploy_key (the deploy user's SSH key) (got 'ssh')"),
+         "password), -e rotate=deploy_key (the deploy user's SSH key) or -e rotate=pgbackrest_cipher -e rotate_repo=N "
+         "(a pgBackRest repository's cipher) (got '')"),
+    (("-e", "rotate=ssh"), "or -e rotate=pgbackrest_cipher -e rotate_repo=N (a pgBackRest repository's cipher) (got 'ssh')"),
     (("-e", "rotate=jwt"), "-e rotate_jwt_phase=add|activate|retire is required (got '')"),
     (("-e", "rotate=jwt", "-e", "rotate_jwt_phase=swap"), "-e rotate_jwt_phase=add|activate|retire is required (got 'swap')"),
     (("-e", "rotate=jwt", "-e", "rotate_jwt_phase=add", "--limit", "app1"),

@@ -85,7 +85,7 @@ def _tuple(line):
     # action proto dport dst sport src direction [comment=hex]
     if len(fields) < 7:
         return None
-    action, proto, dport, _dst, _sport, src, _direction = fields[:7]
+    action, proto, dport, dst, _sport, src, direction = fields[:7]
     comment = ""
     for extra in fields[7:]:
         if extra.startswith("comment="):
@@ -93,6 +93,10 @@ def _tuple(line):
                 comment = bytes.fromhex(extra[len("comment="):]).decode("utf-8")
             except ValueError:
                 comment = None
+    # An outgoing rule (the role's only ones are the denies of isolated hosts)
+    # is keyed by its destination, its action marked "<action> out".
+    if direction.startswith("out"):
+        action, src = f"{action} out", dst
     network = _network(src)
     if network is None:
         return None
@@ -102,30 +106,65 @@ def _tuple(line):
 def ufw_missing(wanted, state):
     """The items of ``wanted`` that ``state`` (from ufw_state) does not hold.
 
-    Each item is a dict with ``rule`` (allow|limit), ``proto``, ``port`` (''
-    for none), ``from`` ('any', an address or a network) and ``comment``;
+    Each item is a dict with ``rule`` (allow|limit|deny), ``proto`` (``any``
+    for a deny of everything from a host), ``port`` ('' for none), ``from``
+    ('any', an address or a network), ``comment`` and optionally ``direction``
+    (``out``: an outgoing rule, whose address is ``to`` instead of ``from``);
     the items are returned unchanged, in order, for the ufw module's loop.
     """
     held = set(state.get("rules", []))
     missing = []
     for item in wanted:
         port = str(item.get("port", "")).strip() or "any"
-        source = str(item["from"]).strip()
+        outgoing = item.get("direction", "in") == "out"
+        source = str(item["to"] if outgoing else item["from"]).strip()
         if source == "any":
             families = [4, 6] if state.get("ipv6", True) else [4]
             networks = [ipaddress.ip_network(_ANY[f]) for f in families]
         else:
             network = _network(source)
             networks = [network] if network is not None else []
-        key = (str(item["rule"]), str(item["proto"]), port)
+        key = (str(item["rule"]) + (" out" if outgoing else ""), str(item["proto"]), port)
         comment = str(item.get("comment", ""))
         if not networks or any(key + (n, comment) not in held for n in networks):
             missing.append(item)
     return missing
 
 
+def ufw_stale_denies(state, wanted, prefix):
+    """The deny rules ``state`` holds whose comment starts with ``prefix`` (the role's
+    denies of isolated hosts) and that no item of ``wanted`` asks for: a host that
+    left firewall_denied_hosts, or that moved to another address. Each is returned
+    as ``{"from": <address or network>, "comment": <its comment>}`` (an outgoing
+    one as ``{"to": ..., "direction": "out", ...}``) for the ufw module's
+    ``delete``. Other deny rules (fail2ban's bans, an operator's) are never
+    returned."""
+    keep = set()
+    for item in wanted:
+        outgoing = item.get("direction", "in") == "out"
+        network = _network(str(item["to"] if outgoing else item["from"]).strip())
+        if network is not None:
+            keep.add(("deny out" if outgoing else "deny", network, str(item.get("comment", ""))))
+    stale = []
+    for action, _proto, _port, network, comment in state.get("rules", []):
+        if action not in ("deny", "deny out") or not (comment or "").startswith(prefix):
+            continue
+        if (action, network, comment) in keep:
+            continue
+        single = network.prefixlen == network.max_prefixlen
+        address = str(network.network_address) if single else str(network)
+        if action == "deny out":
+            item = {"to": address, "direction": "out", "comment": comment}
+        else:
+            item = {"from": address, "comment": comment}
+        if item not in stale:
+            stale.append(item)
+    return stale
+
+
 class FilterModule:
     """ufw state filters of the firewall role."""
 
     def filters(self):
-        return {"firewall_ufw_state": ufw_state, "firewall_ufw_missing": ufw_missing}
+        return {"firewall_ufw_state": ufw_state, "firewall_ufw_missing": ufw_missing,
+                "firewall_ufw_stale_denies": ufw_stale_denies}
