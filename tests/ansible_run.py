@@ -6,9 +6,12 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import time
+
+import yaml
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BIN = pathlib.Path(sys.executable).parent
@@ -64,6 +67,33 @@ def run_playbook(inventory, playbook, *extra, vault_pass=None, env=None, timeout
     """Run playbooks/<playbook> against `inventory`; return (returncode, stdout + stderr)."""
     proc = run_playbook_process(inventory, playbook, *extra, vault_pass=vault_pass, env=env, timeout=timeout)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+def render_role_template(tmp_path, role, template, variables=None, inventory="localhost,", **env):
+    """roles/<role>/templates/<template> rendered by Ansible with the role's defaults and
+    vars (a copy of the role whose only task is the template), against `inventory`
+    ("localhost," with a local connection, or an inventory file whose localhost the
+    caller sets up) with `variables` as extra vars; `env` adds environment variables
+    (e.g. PYTHONHASHSEED). Returns the rendered file's path."""
+    copy = tmp_path / "roles" / role
+    if not copy.exists():
+        for sub in ("defaults", "vars", "templates"):
+            shutil.copytree(REPO / "roles" / role / sub, copy / sub)
+        (copy / "tasks").mkdir()
+    out = tmp_path / f"{template.removesuffix('.j2')}.{len(list(tmp_path.glob('render-*.yml')))}"
+    (copy / "tasks" / "main.yml").write_text(yaml.safe_dump([{
+        "name": f"Render {template}", "ansible.builtin.template": {"src": template, "dest": str(out), "mode": "0600"}}]))
+    playbook = tmp_path / f"render-{out.suffix[1:]}.yml"
+    play = {"name": "Render", "hosts": "localhost", "gather_facts": False, "roles": [role]}
+    extra = ["-e", json.dumps(variables or {})]
+    if inventory == "localhost,":
+        play["vars"] = {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+        extra = ["-c", "local", *extra]
+    playbook.write_text(yaml.safe_dump([play]))
+    rc, output = run_playbook(inventory, str(playbook), *extra, timeout=120,
+                              env=local_env(ANSIBLE_ROLES_PATH=str(tmp_path / "roles"), **env))
+    assert rc == 0, output
+    return out
 
 
 _RECAP_LINE = re.compile(r"^(\S+)\s+:\s+((?:[a-z]+=\d+\s*)+)$")

@@ -16,6 +16,7 @@ inventory's own addresses.
 """
 import json
 import os
+import pathlib
 import re
 import shlex
 import subprocess
@@ -223,6 +224,21 @@ def wait_archived(cluster, segment, hosts=None, timeout=600):
 
 
 # --- the failover drill (tests/e2e/test_db_failover.py, tests/bench/db-failover.sh) ---
+def scratch_restore(cluster, repo, host, query, workdir):
+    """db-restore.yml's scratch restore of the newest backup of repository `repo` onto
+    `host`, `query` (one value) run on the restored copy: (that value, seconds taken).
+    The drills compare it with the same query on the primary."""
+    report = pathlib.Path(workdir) / f"restore-repo{repo}.json"
+    started = time.time()
+    cluster.playbook("db-restore.yml", {
+        "db_restore_mode": "scratch", "db_restore_type": "default", "db_restore_repo": repo,
+        "db_restore_host": host, "db_restore_report": str(report),
+        "db_restore_verify_queries": {"rows": query},
+    })
+    restored = next(iter(json.loads(report.read_text())["rows"][0].values()))
+    return restored, round(time.time() - started, 1)
+
+
 def run_db_yml_again(cluster, extra, figures):
     """Converge once more after a drill and count the changes (must be 0): db.yml,
     which holds everything that depends on the roles, or the playbook named in

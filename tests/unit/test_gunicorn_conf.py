@@ -3,34 +3,15 @@ role's defaults: the settings Gunicorn reads on start and on every reload name t
 release `current` points at, its own migration scripts included (the app is installed
 as a wheel, so without SOCIALSPHERE_MIGRATIONS_DIR /readyz looked for them in the
 virtualenv and answered 503 schema_unverifiable once a newer release had migrated)."""
-import json
 import os
 import runpy
-import shutil
 
-import yaml
-
-from ansible_run import REPO, local_env, run_playbook
+from ansible_run import render_role_template
 
 
 def render(tmp_path, root):
-    role = tmp_path / "roles" / "socialsphere_app"
-    for sub in ("defaults", "vars", "templates"):
-        shutil.copytree(REPO / "roles" / "socialsphere_app" / sub, role / sub)
-    (role / "tasks").mkdir()
-    conf = tmp_path / "gunicorn.conf.py"
-    (role / "tasks" / "main.yml").write_text(yaml.safe_dump([{
-        "name": "Render gunicorn.conf.py", "ansible.builtin.template": {
-            "src": "gunicorn.conf.py.j2", "dest": str(conf), "mode": "0644"}}]))
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(yaml.safe_dump([{"name": "Render", "hosts": "localhost", "gather_facts": False,
-                                         "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-                                         "roles": ["socialsphere_app"]}]))
     variables = {"socialsphere_app_root": str(root), "socialsphere_app_version": "2.0.0"}
-    rc, out = run_playbook("localhost,", str(playbook), "-c", "local", "-e", json.dumps(variables), timeout=120,
-                           env=local_env(ANSIBLE_ROLES_PATH=str(tmp_path / "roles")))
-    assert rc == 0, out
-    return conf
+    return render_role_template(tmp_path, "socialsphere_app", "gunicorn.conf.py.j2", variables)
 
 
 def settings(conf):

@@ -3,38 +3,22 @@ passes `haproxy -c`, with retries (the default) and with haproxy_retry_enabled f
 (the release drill's measurement: no retry of any kind). The test renders through a copy
 of the role whose only task writes the template (the role's tasks install packages);
 it fails when no haproxy binary is installed (.ci/run installs it)."""
-import json
 import re
 import shutil
 import subprocess
 
 import pytest
-import yaml
 
-from ansible_run import REPO, local_env, run_playbook
+from ansible_run import render_role_template
 
 SERVERS = [{"name": "app1", "address": "127.0.0.1", "port": 18000},
            {"name": "app2", "address": "127.0.0.1", "port": 18001}]
 
 
 def render(tmp_path, **extra):
-    role = tmp_path / "roles" / "haproxy"
-    for sub in ("defaults", "vars", "templates"):
-        shutil.copytree(REPO / "roles" / "haproxy" / sub, role / sub)
-    (role / "tasks").mkdir()
-    (role / "tasks" / "main.yml").write_text(yaml.safe_dump([{
-        "name": "Render haproxy.cfg", "ansible.builtin.template": {
-            "src": "haproxy.cfg.j2", "dest": str(tmp_path / "haproxy.cfg"), "mode": "0644"}}]))
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(yaml.safe_dump([{"name": "Render", "hosts": "localhost", "gather_facts": False,
-                                         "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-                                         "roles": ["haproxy"]}]))
     variables = {"ansible_host": "127.0.0.1", "haproxy_stats_password": "not-a-secret",
                  "haproxy_backend_servers": SERVERS, **extra}
-    rc, out = run_playbook("localhost,", str(playbook), "-c", "local", "-e", json.dumps(variables), timeout=120,
-                           env=local_env(ANSIBLE_ROLES_PATH=str(tmp_path / "roles")))
-    assert rc == 0, out
-    return (tmp_path / "haproxy.cfg").read_text()
+    return render_role_template(tmp_path, "haproxy", "haproxy.cfg.j2", variables).read_text()
 
 
 def check(tmp_path, text):

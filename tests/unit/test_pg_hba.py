@@ -4,26 +4,15 @@ no line, and the lines keep the inventory's order from one run to the next. Foun
 the lab: the template once left the isolated hosts out with `difference`, a set whose
 order changes with Python's hash seed, so every site.yml rewrote pg_hba.conf and
 reloaded PostgreSQL (test_00_idempotence: changed=2 on each database host)."""
-import shutil
-
 import yaml
 
-from ansible_run import REPO, local_env, run_playbook
+from ansible_run import render_role_template
 
 HOSTS = {"app": ["app1", "app2", "app3", "app4", "app5"], "db": ["db1", "db2", "db3"],
          "backup": ["backup1", "backup2"]}
 
 
 def render(tmp_path, seed, isolated):
-    role = tmp_path / "roles" / "postgresql"
-    if not role.exists():
-        for sub in ("defaults", "vars", "templates"):
-            shutil.copytree(REPO / "roles" / "postgresql" / sub, role / sub)
-        (role / "tasks").mkdir()
-    out = tmp_path / f"pg_hba-{seed}.conf"
-    (role / "tasks" / "main.yml").write_text(yaml.safe_dump([{
-        "name": "Render pg_hba.conf", "ansible.builtin.template": {
-            "src": "pg_hba.conf.j2", "dest": "{{ pg_hba_out }}", "mode": "0644"}}]))
     number = iter(range(10, 250))
     groups = {g: {"hosts": {h: {"ansible_host": f"10.0.0.{next(number)}"} for h in hosts}}
               for g, hosts in HOSTS.items()}
@@ -32,13 +21,8 @@ def render(tmp_path, seed, isolated):
                                                  "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}}
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"all": {"children": groups}}))
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(yaml.safe_dump([{"name": "Render", "hosts": "localhost", "gather_facts": False,
-                                         "vars": {"pg_hba_out": str(out)}, "roles": ["postgresql"]}]))
-    rc, output = run_playbook(str(inventory), str(playbook), timeout=120,
-                              env=local_env(ANSIBLE_ROLES_PATH=str(tmp_path / "roles"), PYTHONHASHSEED=str(seed)))
-    assert rc == 0, output
-    return out.read_text()
+    return render_role_template(tmp_path, "postgresql", "pg_hba.conf.j2", inventory=str(inventory),
+                                PYTHONHASHSEED=str(seed)).read_text()
 
 
 def addresses(text):

@@ -13,7 +13,6 @@ unsafe cipher rotation, naming the variable, before anything changes; no contain
 - scripts/pgbackrest-cipher writes a new pass into a real ansible-vault file: only that
   entry changes, nothing is printed.
 """
-import json
 import pathlib
 import re
 import shutil
@@ -27,6 +26,7 @@ from ansible_run import (
     case_refusal,
     encrypted_vault,
     local_env,
+    render_role_template,
     run_check_cases,
     run_playbook,
     run_vault_script,
@@ -201,23 +201,9 @@ def test_no_rotation_without_a_healthy_other_repository(results, case, reason):
 
 # ---------------------------------------------------------------- the rendered configuration
 def render(tmp_path, **extra):
-    role = tmp_path / "roles" / "pgbackrest"
-    for sub in ("defaults", "vars", "templates"):
-        shutil.copytree(REPO / "roles" / "pgbackrest" / sub, role / sub)
-    (role / "tasks").mkdir()
-    (role / "tasks" / "main.yml").write_text(yaml.safe_dump([{
-        "name": "Render pgbackrest.conf", "ansible.builtin.template": {
-            "src": "pgbackrest.conf.j2", "dest": str(tmp_path / "pgbackrest.conf"), "mode": "0600"}}]))
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(yaml.safe_dump([{"name": "Render", "hosts": "localhost", "gather_facts": False,
-                                         "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-                                         "roles": ["pgbackrest"]}]))
     variables = {"ansible_host": "192.0.2.21", "pgbackrest_repo_hosts": ["localhost"], "pgbackrest_db_hosts": [],
                  "pgbackrest_pg_version": "16", **extra}
-    rc, out = run_playbook("localhost,", str(playbook), "-c", "local", "-e", json.dumps(variables), timeout=120,
-                           env=local_env(ANSIBLE_ROLES_PATH=str(tmp_path / "roles")))
-    assert rc == 0, out
-    return (tmp_path / "pgbackrest.conf").read_text()
+    return render_role_template(tmp_path, "pgbackrest", "pgbackrest.conf.j2", variables).read_text()
 
 
 def test_the_new_pass_goes_to_the_same_path(tmp_path):
