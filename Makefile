@@ -132,8 +132,8 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # expire; the app's database password rotation, about 6 min; the deploy SSH key and the
 # vault password rotated and back, test_rotate_access.py, about 10 min, most of it one
 # site.yml; the cipher of pgBackRest repository 2 rotated while writes continue,
-# test_rotate_cipher.py, about 5 min, not yet measured on the lab; the internal CA rotated under writes,
-# test_rotate_ca.py, not yet timed on the lab, expected 15-25 min: three phases of db.yml + logs.yml
+# test_rotate_cipher.py, about 4.5 min; the internal CA rotated under writes,
+# test_rotate_ca.py, about 30 min: three phases of db.yml + logs.yml, each run twice,
 # and one site.yml) run with `make test-drills`.
 E2E_CI := tests/lab tests/e2e/test_00_idempotence.py \
 	tests/e2e/test_monitoring.py tests/e2e/test_monitoring_dashboards.py tests/e2e/test_monitoring_logs.py \

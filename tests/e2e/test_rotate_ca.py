@@ -55,6 +55,11 @@ def rotate(phase: str) -> tuple[int, str, float]:
     return rc, out, time.monotonic() - t0
 
 
+def during(windows: list[tuple[str, float, float]], when: float) -> str:
+    """Which rotate-ca.yml run a failed write attempt fell in (or between runs)."""
+    return next((f"during {name}" for name, start, end in windows if start <= when <= end), "between the runs")
+
+
 def changed_hosts(out: str) -> dict:
     return {h: c["changed"] for h, c in parse_recap(out).items() if c.get("changed")}
 
@@ -125,6 +130,8 @@ def test_internal_ca_rotation_under_writes(cluster, lab_inventory):
     url = re.sub(r"sslrootcert=[^&]+", f"sslrootcert={drill_ca}", cluster.app_url())
     writer = Writer(url, table, 7200, prefix="rotate-ca-")
     figures: list[tuple[str, float, str]] = []
+    windows: list[tuple[str, float, float]] = []  # (rotate-ca.yml run, start, end), wall clock
+    t_wall = time.time()
     completed = False
     t_all = time.monotonic()
     try:
@@ -132,11 +139,15 @@ def test_internal_ca_rotation_under_writes(cluster, lab_inventory):
         figures.append(("logs before", logs_ship(inv, mon), "every host's line reached the monitoring host"))
         for phase in ("add", "switch", "retire"):
             acked = len(writer.log()[0])
+            started = time.time()
             rc, out, seconds = rotate(phase)
+            windows.append((phase, started, time.time()))
             assert rc == 0, out[-6000:]
             if phase == "add":  # what every host trusts now
                 drill_ca.write_text(ca_text("", "next"))
+            started = time.time()
             rc2, out2, seconds2 = rotate(phase)
+            windows.append((f"{phase} again", started, time.time()))
             assert rc2 == 0, out2[-6000:]
             assert not changed_hosts(out2), out2[-4000:]
             writer.wait_acknowledged(acked + 30, timeout=120)
@@ -172,7 +183,9 @@ def test_internal_ca_rotation_under_writes(cluster, lab_inventory):
         rows = set(map(int, cluster.psql(cluster.primary(), f"SELECT id FROM {table}", db="socialsphere").split()))
         lost = [i for i, _ in acks if i not in rows]
         assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:10]}"
-        figures.append(("writes", 0, f"{len(acks)} acknowledged, 0 lost, {len(errors)} failed attempts"))
+        figures.append(("writes", 0, f"{len(acks)} acknowledged, 0 lost, {len(errors)} failed attempts"
+                                     + "".join(f"; attempt {i} failed {when - t_wall:.1f} s into the drill"
+                                               f" ({during(windows, when)})" for i, when in errors[:10])))
 
         t0 = time.monotonic()
         rc, out = run_playbook("site.yml", timeout=3600)
