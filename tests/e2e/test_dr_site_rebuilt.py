@@ -22,7 +22,7 @@ repository and the control node's state backup (issue 12; docs/runbooks/site-reb
 
 Prints the figures: time to recovery (destroy -> the VIP serves the data), the rebuild
 playbook's time, rows lost (0 expected: everything up to the last archived WAL).
-A long drill (`make test-drills`, about 25-35 min). Run alone:
+A long drill (`make test-drills`, about 18 min on the lab). Run alone:
 pytest -s tests/e2e/test_dr_site_rebuilt.py
 """
 import dataclasses
