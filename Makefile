@@ -128,7 +128,7 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # load, kept isolated by site.yml (changed=0) and replaced (test_isolate_host.py,
 # about 20 min); the whole site destroyed but the off-site backup host and rebuilt
 # from it and the state backup (test_dr_site_rebuilt.py, about 18 min); and the JWT signing
-# key rotation, about 25 min, most of it the wait for the old key's tokens to
+# key rotation, about 21 min, most of it the wait for the old key's tokens to
 # expire; the app's database password rotation, about 6 min; the deploy SSH key and the
 # vault password rotated and back, test_rotate_access.py, about 10 min, most of it one
 # site.yml; the cipher of pgBackRest repository 2 rotated while writes continue,
