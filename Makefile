@@ -134,7 +134,9 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # site.yml; the cipher of pgBackRest repository 2 rotated while writes continue,
 # test_rotate_cipher.py, about 4.5 min; the internal CA rotated under writes,
 # test_rotate_ca.py, about 30 min: three phases of db.yml + logs.yml, each run twice,
-# and one site.yml) run with `make test-drills`.
+# and one site.yml; the replication and superuser passwords rotated under writes,
+# test_rotate_db_internal_passwords.py, two db.yml runs: not yet measured, about 4 min
+# estimated) run with `make test-drills`.
 E2E_CI := tests/lab tests/e2e/test_00_idempotence.py \
 	tests/e2e/test_monitoring.py tests/e2e/test_monitoring_dashboards.py tests/e2e/test_monitoring_logs.py \
 	tests/e2e/test_metrics.py tests/e2e/test_app_admin.py tests/e2e/test_base_ports.py tests/e2e/test_base_fail2ban.py tests/e2e/test_base_needrestart.py \
