@@ -120,6 +120,18 @@ def test_a_secret_missing_from_the_vault_is_refused(tmp_path):
     assert vault[0].read_bytes() == before
 
 
+def test_a_vault_layout_it_cannot_edit_safely_is_refused(tmp_path):
+    # the entry twice (YAML keeps the last one): which one the playbooks read is unclear
+    text = vault_text() + f"vault_haproxy_stats_password: '{VALUES['vault_haproxy_stats_password']}'\n"
+    vault = encrypted_vault(tmp_path, text)
+    before = vault[0].read_bytes()
+    rc, out = run_vault_script(SCRIPT, vault, "new", "vault_haproxy_stats_password")
+    assert rc == 1, out
+    assert "expected one top-level 'vault_haproxy_stats_password:' line in the vault, found 2" in out
+    assert "Traceback" not in out and vault[0].read_bytes() == before
+    assert_no_value(out)
+
+
 def test_a_wrong_vault_password_is_refused(vault, tmp_path):
     path, _ = vault
     wrong = tmp_path / "wrong-pass"
