@@ -122,6 +122,10 @@ def test_rotate_replication_and_superuser_passwords_while_writes_continue(cluste
         assert new_rep != old_rep and new_su != old_su
         assert {k: v for k, v in new.items() if k not in (REPLICATION, SUPERUSER)} == \
             {k: v for k, v in old.items() if k not in (REPLICATION, SUPERUSER)}, "other vault entries changed"
+        status = vault_secret("status")
+        for name in (REPLICATION, SUPERUSER):
+            assert f"{name}: set; " in status, status
+        assert new_rep not in status and new_su not in status
         cluster.reload()
 
         result = cluster.playbook("db.yml")
