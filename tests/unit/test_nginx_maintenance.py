@@ -236,6 +236,11 @@ def changed(out):
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+:.*?changed=(\d+)", recap, re.M)}
 
 
+def edges_changed(out):
+    """Changed tasks of the two fixture edge hosts together."""
+    return changed(out)["edge1"] + changed(out)["edge2"]
+
+
 @pytest.mark.parametrize("value", ["", "yes", "1", "maintenance"])
 def test_a_bad_value_is_refused_before_any_change(tmp_path, value):
     rc, out = maintenance(tmp_path, "-e", f"maintenance={value}")
@@ -257,7 +262,9 @@ def test_on_and_off_are_idempotent(tmp_path):
     rc, out = maintenance(tmp_path, "-e", "maintenance=on")
     assert rc == 0, out[-3000:]
     assert flag.is_file()
-    assert changed(out)["edge1"] >= 1
+    # Both fixture edge hosts are this machine with one flag file: which of them creates
+    # (or removes) it is a race between Ansible's forks, so count the two together.
+    assert edges_changed(out) >= 1
     rc, out = maintenance(tmp_path, "-e", "maintenance=on")
     assert rc == 0, out[-3000:]
     assert changed(out) == {"edge1": 0, "edge2": 0, "localhost": 0}
@@ -267,7 +274,7 @@ def test_on_and_off_are_idempotent(tmp_path):
     rc, out = maintenance(tmp_path, "-e", f"@{tmp_path / 'off.yml'}")
     assert rc == 0, out[-3000:]
     assert not flag.exists()
-    assert changed(out)["edge1"] == 1
+    assert edges_changed(out) >= 1
     rc, out = maintenance(tmp_path, "-e", "maintenance=off")
     assert rc == 0, out[-3000:]
     assert changed(out) == {"edge1": 0, "edge2": 0, "localhost": 0}
