@@ -135,8 +135,8 @@ molecule-all: venv ## Every Molecule scenario on every platform
 # test_rotate_cipher.py, about 4.5 min; the internal CA rotated under writes,
 # test_rotate_ca.py, about 30 min: three phases of db.yml + logs.yml, each run twice,
 # and one site.yml; the replication and superuser passwords rotated under writes,
-# test_rotate_db_internal_passwords.py, two db.yml runs: not yet measured, about 4 min
-# estimated) run with `make test-drills`.
+# test_rotate_db_internal_passwords.py, two db.yml runs, about 2.5 min)
+# run with `make test-drills`.
 E2E_CI := tests/lab tests/e2e/test_00_idempotence.py \
 	tests/e2e/test_monitoring.py tests/e2e/test_monitoring_dashboards.py tests/e2e/test_monitoring_logs.py \
 	tests/e2e/test_metrics.py tests/e2e/test_app_admin.py tests/e2e/test_base_ports.py tests/e2e/test_base_fail2ban.py tests/e2e/test_base_needrestart.py \
